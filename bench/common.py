@@ -1,0 +1,86 @@
+"""Helpers shared by the benchmark scripts (not a test module: nothing here asserts timings)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path
+
+from kb_qa.settings import PROJECT_DIR
+
+SHARED = Path(os.environ.get("KBQA_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
+RESULTS = PROJECT_DIR / "docs" / "benchmarks"
+
+
+def require_shared() -> Path:
+    if not SHARED.is_dir():
+        raise SystemExit(f"{SHARED} is absent: the benchmarks need ../shared/data")
+    return SHARED
+
+
+def machine() -> str:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import torch
+
+    return (
+        f"{cpu or platform.processor()}, {os.cpu_count()} cores, "
+        f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
+        f"Python {platform.python_version()}, torch {torch.__version__}"
+    )
+
+
+def git_revision() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_DIR, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def copy_tree(sources: Iterable[tuple[Path, str]], target: Path, pattern: str = "*.md") -> list[Path]:
+    """Copy matching files of each (folder, prefix) into target/prefix/…; returns the copies."""
+    copies = []
+    for folder, prefix in sources:
+        for path in sorted(folder.rglob(pattern)):
+            destination = target / prefix / path.relative_to(folder)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, destination)
+            copies.append(destination)
+    return copies
+
+
+def load_queries(set_dir: Path, limit: int | None = None) -> list[dict]:
+    lines = (set_dir / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+    queries = [q for q in (json.loads(line) for line in lines if line) if q["text"].strip()]
+    if limit and len(queries) > limit:
+        step = len(queries) / limit
+        queries = [queries[int(i * step)] for i in range(limit)]
+    return queries
+
+
+_SPACE = re.compile(r"\s+")
+
+
+def contains_answer(text: str, answers: list[str]) -> bool:
+    flat = _SPACE.sub(" ", text)
+    return any(_SPACE.sub(" ", a).strip() in flat for a in answers if a.strip())
+
+
+def save_result(name: str, data: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    return path

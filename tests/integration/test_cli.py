@@ -1,0 +1,101 @@
+"""The `kb-qa` command line, driven in-process with the real model, on a scratch root."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from kb_qa.cli import app
+from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.settings import PROJECT_DIR
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def cli(kb_root: Path, embeddings: SentenceTransformerEmbeddings, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    # share the session's loaded model instead of loading it for every command
+    import kb_qa.services as services
+
+    monkeypatch.setattr(services, "build_embeddings", lambda settings: embeddings)
+    monkeypatch.setenv("KBQA_KB_ROOT", str(kb_root))
+    return CliRunner()
+
+
+def run(cli: CliRunner, *args: str) -> tuple[int, str]:
+    result = cli.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_full_cycle_with_json(cli: CliRunner, samples_copy: Path, kb_root: Path) -> None:
+    code, _ = run(cli, "kb", "create", "hb", "-d", "handbook")
+    assert code == 0
+    code, output = run(cli, "kb", "add", "hb", str(samples_copy / "employee-handbook.md"), "--json")
+    assert code == 0
+    summary = json.loads(output)
+    assert summary["added"] == 1 and summary["chunks"] > 0
+    code, output = run(cli, "kb", "search", "hb", "How many days of annual leave?", "-k", "2", "--json")
+    hits = json.loads(output)
+    assert code == 0 and len(hits) == 2
+    assert hits[0]["document"] == "employee-handbook.md" and "15 days" in hits[0]["text"]
+    code, output = run(cli, "kb", "list", "--json")
+    assert json.loads(output)[0]["document_count"] == 1
+    code, output = run(cli, "kb", "files", "hb", "--json")
+    assert json.loads(output)[0]["status"] == "indexed"
+    code, output = run(cli, "kb", "remove", "hb", "employee-handbook.md", "--json")
+    assert code == 0 and json.loads(output) == {"removed": ["employee-handbook.md"]}
+    code, _ = run(cli, "kb", "delete", "hb", "--yes")
+    assert code == 0
+    assert not (kb_root / "hb").exists()
+
+
+def test_rebuild_prints_a_summary_and_fails_when_a_file_failed(cli: CliRunner, samples_copy: Path) -> None:
+    (samples_copy / "broken.pptx").write_bytes(b"not a presentation")
+    code, output = run(cli, "kb", "rebuild", "hb", "--dir", str(samples_copy), "--create")
+    assert code == 1
+    assert "added" in output and "unchanged" in output
+    assert "failed broken.pptx: malformed" in output
+    (samples_copy / "broken.pptx").unlink()
+    code, output = run(cli, "kb", "rebuild", "hb", "--json")
+    assert code == 0
+    summary = json.loads(output)
+    assert summary["unchanged"] == 5 and summary["removed"] == 1 and summary["chunks"] == 0
+
+
+def test_errors_are_one_line_with_exit_code_2(cli: CliRunner) -> None:
+    code, output = run(cli, "kb", "search", "missing", "question")
+    assert code == 2
+    assert "error: knowledge base 'missing' does not exist" in output
+    code, output = run(cli, "kb", "create", "../x")
+    assert code == 2 and "invalid knowledge-base name" in output
+    assert "Traceback" not in output
+
+
+def test_root_option_on_every_command(cli: CliRunner, tmp_path: Path) -> None:
+    other = tmp_path / "other-root"
+    code, _ = run(cli, "kb", "create", "elsewhere", "--root", str(other))
+    assert code == 0
+    assert (other / "registry.sqlite3").is_file()
+    code, output = run(cli, "kb", "list", "--root", str(other), "--json")
+    assert [kb["name"] for kb in json.loads(output)] == ["elsewhere"]
+
+
+def test_invalid_setting_stops_with_the_key_named(cli: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KBQA_RETRIEVAL__TOP_K", "0")
+    code, output = run(cli, "kb", "list")
+    assert code == 2 and "retrieval.top_k" in output
+
+
+def test_help_explains_commands() -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "main.py"), "kb", "rebuild", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "--recreate" in result.stdout and "--dir" in result.stdout and "--root" in result.stdout

