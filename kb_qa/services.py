@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from kb_qa.embeddings import SentenceTransformerEmbeddings
@@ -22,10 +21,6 @@ class Services:
 
 def build_embeddings(settings: Settings) -> SentenceTransformerEmbeddings:
     """The configured embedding model (provisioned on first use; loaded lazily)."""
-    # nothing may be fetched from a model hub: every model is a local folder
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     cfg = settings.embedding
     return SentenceTransformerEmbeddings(
         resolve_embedding_model(cfg.model, settings.model_cache),

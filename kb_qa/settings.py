@@ -69,12 +69,38 @@ class IngestSettings(_Section):
     workers: int = Field(2, ge=1, le=64)
 
 
+class LLMSettings(_Section):
+    backend: Literal["transformers", "chatglm", "openai"] = "transformers"
+    model: str = Field("SmolLM2-135M-Instruct", description="Bundled name, a local folder, or a .gguf file.")
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    num_gpus: int = Field(1, ge=1, le=64)
+    device_map: str | dict[str, Any] | None = None
+    max_memory: dict[str, str] | None = None
+    lora: str | None = None
+    trust_remote_code: bool = False
+    base_url: str | None = None
+    api_key: str | None = None
+    request_timeout: float = Field(120, gt=0)
+    context_window: int | None = Field(None, ge=256)
+    max_new_tokens: int = Field(512, ge=1, le=32768)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.9, gt=0.0, le=1.0)
+    repetition_penalty: float = Field(1.05, ge=0.5, le=2.0)
+    seed: int | None = None
+    system_prompt: str = "You are a helpful assistant. 你是一个乐于助人的助手。"
+    max_concurrent: int = Field(1, ge=1, le=64)
+    max_queue: int = Field(8, ge=0, le=1024)
+
+
 class Settings(_Section):
     paths: PathSettings = PathSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     splitter: SplitterSettings = SplitterSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
     ingest: IngestSettings = IngestSettings()
+    llm: LLMSettings = LLMSettings()
     base_dir: Path = Field(PROJECT_DIR, exclude=True, description="Relative paths are resolved against this.")
 
     def resolve(self, path: Path) -> Path:

