@@ -291,25 +291,42 @@ def kb_search(
 
 
 @models_app.command("provision")
-def models_provision(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Convert the bundled embedding model into the local model cache (once) and load it."""
+def models_provision(
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+    chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Also prepare and load the chat model.")] = True,
+) -> None:
+    """Convert the bundled models into the local model cache (once) and load them to check they work."""
     with _errors():
-        services = build_services(load_settings(config))
-        embeddings = services.embeddings
+        settings = load_settings(config)
+        embeddings = build_services(settings).embeddings
         embeddings.warm_up()
-    info = {
-        "model": embeddings.name,
-        "path": str(embeddings.model_path),
-        "dimension": embeddings.dimension,
-        "device": embeddings.device,
-        "precision": embeddings.precision,
-    }
+        info: dict[str, Any] = {
+            "embedding": {
+                "model": embeddings.name,
+                "path": str(embeddings.model_path),
+                "dimension": embeddings.dimension,
+                "device": embeddings.device,
+                "precision": embeddings.precision,
+            }
+        }
+        if chat:
+            from kb_qa.llm.factory import build_backend
+
+            backend = build_backend(settings)
+            backend.context_window  # noqa: B018 - loads the model
+            info["chat"] = backend.info()
     if as_json:
         _print_json(info)
-    else:
+        return
+    e = info["embedding"]
+    out.print(
+        f"embedding model {e['model']} ready: {e['dimension']}-d on {e['device']} in {e['precision']} ({e['path']})"
+    )
+    if "chat" in info:
+        c = info["chat"]
         out.print(
-            f"embedding model {info['model']} ready: {info['dimension']}-d on {info['device']} "
-            f"in {info['precision']} ({info['path']})"
+            f"chat model {c['name']} ready: {c.get('backend')} on {c.get('device', 'server')} ({c.get('source', '')})"
         )
 
 

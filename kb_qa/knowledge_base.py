@@ -243,7 +243,7 @@ class KnowledgeBaseService:
                 raise DocumentNotFound(
                     f"knowledge base '{name}' has no document '{missing[0]}' (see `kb-qa kb files {name}`)"
                 )
-            store = FaissStore.open(self.store_dir(name), info.dimension)
+            store = self._open_store(info)
             for key in keys:
                 store.delete(key)
             if store.dirty:
@@ -307,12 +307,7 @@ class KnowledgeBaseService:
         started = time.perf_counter()
         progress = progress or _NoProgress()
         name = info.name
-        try:
-            store = FaissStore.open(self.store_dir(name), info.dimension)
-        except StoreError as exc:
-            raise KbQaError(
-                f"the index of '{name}' cannot be read ({exc}); run `kb-qa kb rebuild {name} --recreate`"
-            ) from exc
+        store = self._open_store(info)
         existing = {r.path: r for r in self.registry.documents(name)}
         stored = store.documents()
         upserts: list[DocumentRecord] = []
@@ -451,6 +446,14 @@ class KnowledgeBaseService:
         return len(texts)
 
     # ---------------------------------------------------------------- reading
+    def _open_store(self, info: KnowledgeBaseInfo) -> FaissStore:
+        try:
+            return FaissStore.open(self.store_dir(info.name), info.dimension)
+        except StoreError as exc:
+            raise KbQaError(
+                f"the index of '{info.name}' cannot be read ({exc}); run `kb-qa kb rebuild {info.name} --recreate`"
+            ) from exc
+
     def reader(self, name: str) -> FaissStore:
         """The knowledge base's store for reading, reopened when a writer saved a newer one."""
         info = self.registry.get_kb(name)
@@ -458,12 +461,7 @@ class KnowledgeBaseService:
         cached = self._readers.get(name)
         current = _current_generation(self.store_dir(name))
         if cached is None or cached.generation != current:
-            try:
-                cached = FaissStore.open(self.store_dir(name), info.dimension)
-            except StoreError as exc:
-                raise KbQaError(
-                    f"the index of '{name}' cannot be read ({exc}); run `kb-qa kb rebuild {name} --recreate`"
-                ) from exc
+            cached = self._open_store(info)
             self._readers[name] = cached
         return cached
 

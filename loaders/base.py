@@ -63,6 +63,37 @@ def non_empty(pieces: list[Document], path: Path) -> list[Document]:
     return kept
 
 
+class Sections:
+    """Lines collected under the current heading path; each new heading closes a piece."""
+
+    def __init__(self, path: Path, page: int | None = None) -> None:
+        self.path = path
+        self.page = page
+        self.tracker = HeadingTracker()
+        self._pieces: list[Document] = []
+        self._lines: list[str] = []
+
+    def _flush(self) -> None:
+        body = "\n".join(self._lines).strip()
+        if body:
+            self._pieces.append(piece(body, self.path, page=self.page, heading=self.tracker.path))
+        self._lines.clear()
+
+    def heading(self, level: int, title: str) -> None:
+        self._flush()
+        self.tracker.enter(level, title)
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+
+    def pieces(self) -> list[Document]:
+        """The pieces so far; a document of headings only becomes one piece of its headings."""
+        self._flush()
+        if not self._pieces and self.tracker.path:
+            self._pieces.append(piece(self.tracker.path.replace(" > ", "\n"), self.path, page=self.page))
+        return self._pieces
+
+
 class HeadingTracker:
     """Keeps the current heading path while a document is read top to bottom."""
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from langchain_core.documents import Document
 
-from loaders.base import HeadingTracker, LoadError, non_empty, piece
+from loaders.base import LoadError, Sections, non_empty, piece
 
 _OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 
@@ -79,29 +79,18 @@ def load_docx(path: Path) -> list[Document]:
         document = docx.Document(str(path))
     except Exception as exc:
         raise LoadError("malformed", f"{type(exc).__name__}: {exc}") from exc
-    tracker = HeadingTracker()
-    pieces: list[Document] = []
-    lines: list[str] = []
-
-    def flush() -> None:
-        body = "\n".join(lines).strip()
-        if body:
-            pieces.append(piece(body, path, heading=tracker.path))
-        lines.clear()
-
+    sections = Sections(path)
     for block in document.iter_inner_content():
         if isinstance(block, Paragraph):
             text = block.text.strip()
             level = _heading_level(block.style.name if block.style is not None else "")
             if level is not None and text:
-                flush()
-                tracker.enter(level, text)
+                sections.heading(level, text)
             elif text:
-                lines.append(text)
+                sections.add(text)
         elif isinstance(block, Table):
-            lines.append("\n".join(_docx_table(block)))
-    flush()
-    return non_empty(pieces, path)
+            sections.add("\n".join(_docx_table(block)))
+    return non_empty(sections.pieces(), path)
 
 
 def _docx_table(table: Any) -> list[str]:
@@ -184,23 +173,12 @@ def load_odt(path: Path) -> list[Document]:
             root = etree.fromstring(archive.read("content.xml"), parser=etree.XMLParser(huge_tree=True))
     except (zipfile.BadZipFile, KeyError, OSError, etree.XMLSyntaxError) as exc:
         raise LoadError("malformed", f"{type(exc).__name__}: {exc}") from exc
-    tracker = HeadingTracker()
-    pieces: list[Document] = []
-    lines: list[str] = []
-
-    def flush() -> None:
-        body = "\n".join(lines).strip()
-        if body:
-            pieces.append(piece(body, path, heading=tracker.path))
-        lines.clear()
-
+    sections = Sections(path)
     for element in root.iter(f"{{{text_ns}}}h", f"{{{text_ns}}}p"):
         text = "".join(element.itertext()).strip()
         if element.tag == f"{{{text_ns}}}h":
-            flush()
             level = element.get(f"{{{text_ns}}}outline-level") or "1"
-            tracker.enter(int(level) if level.isdigit() else 1, text)
+            sections.heading(int(level) if level.isdigit() else 1, text)
         elif text and not any(a.tag == f"{{{text_ns}}}p" for a in element.iterancestors()):
-            lines.append(text)
-    flush()
-    return non_empty(pieces, path)
+            sections.add(text)
+    return non_empty(sections.pieces(), path)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from langchain_core.documents import Document
 
-from loaders.base import HeadingTracker, LoadError, non_empty, piece
+from loaders.base import LoadError, Sections, non_empty, piece
 
 _BOMS = [
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -111,27 +111,14 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 def load_markdown(path: Path) -> list[Document]:
     """One piece per section, each carrying its heading path; code fences are kept whole."""
     text = read_text(path)
-    tracker = HeadingTracker()
-    pieces: list[Document] = []
-    lines: list[str] = []
+    sections = Sections(path)
     in_fence = False
-
-    def flush() -> None:
-        body = "\n".join(lines).strip()
-        if body:
-            pieces.append(piece(body, path, heading=tracker.path))
-        lines.clear()
-
     for line in text.split("\n"):
         if _FENCE.match(line):
             in_fence = not in_fence
         match = None if in_fence else _MD_HEADING.match(line)
         if match:
-            flush()
-            tracker.enter(len(match.group(1)), match.group(2))
+            sections.heading(len(match.group(1)), match.group(2))
         else:
-            lines.append(line)
-    flush()
-    if not pieces and tracker.path:  # a file of headings only
-        pieces.append(piece(tracker.path, path, heading=tracker.path))
-    return non_empty(pieces, path)
+            sections.add(line)
+    return non_empty(sections.pieces(), path)

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 KBQA=.venv/bin/kb-qa
-echo "==> provisioning the embedding model (converted once into .cache/models)"
+echo "==> provisioning the bundled models (converted once into .cache/models)"
 $KBQA models provision
 echo "==> building the sample knowledge base 'handbook' (incremental: unchanged files are skipped)"
 $KBQA kb rebuild handbook --dir knowledge_base/samples --create

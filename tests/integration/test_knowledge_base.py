@@ -175,3 +175,16 @@ def test_folder_keys_are_relative_paths(services: Services, tmp_path: Path, samp
     (tmp_path / "tree" / ".hidden.md").write_text("secret", encoding="utf-8")
     build(services, tmp_path / "tree", name="tree")
     assert [r.path for r in services.knowledge_bases.files("tree")] == ["hr/policies/员工手册.md"]
+
+
+def test_a_damaged_index_says_how_to_recover(services: Services, samples_copy: Path) -> None:
+    from kb_qa.errors import KbQaError
+
+    build(services, samples_copy)
+    kb = services.knowledge_bases
+    (kb.store_dir("hb") / "CURRENT").write_text("garbage", encoding="ascii")
+    with pytest.raises(KbQaError, match="--recreate"):
+        kb.search("hb", "年假")
+    report = kb.rebuild("hb", recreate=True)
+    assert report.count("added") == 5
+    assert kb.search("hb", "年假", top_k=1)
