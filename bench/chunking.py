@@ -4,7 +4,9 @@
 
 For each (chunk_size, chunk_overlap) it builds a knowledge base from the article-level docs/ of
 ../shared/data/eval/squad-dev and cmrc2018-trial with the default model and measures hit@1 and
-hit@5 (a top-k chunk contains a gold answer) and the number of chunks (the embedding cost).
+hit@5 (a top-k chunk contains a gold answer), hit within a fixed prompt budget of 2,400 characters
+(k = 2400 // chunk_size chunks: bigger chunks contain answers more often, but a prompt holds fewer
+of them), and the number of chunks (the embedding cost).
 Writes docs/benchmarks/chunking.json.
 """
 
@@ -22,7 +24,8 @@ from bench.common import contains_answer, git_revision, load_queries, machine, r
 from kb_qa.services import build_embeddings, build_services
 from kb_qa.settings import load_settings
 
-CONFIGS = [(250, 50), (400, 60), (600, 90)]
+CONFIGS = [(250, 50), (400, 60), (600, 90), (800, 120)]
+BUDGET = 2400  # characters of passages a prompt can afford; k = BUDGET // chunk_size
 
 
 def main() -> None:
@@ -49,11 +52,13 @@ def main() -> None:
                 report = kb.rebuild(set_name, set_dir / "docs")
                 seconds = time.perf_counter() - started
                 queries = load_queries(set_dir, args.queries)
-                hit1 = hit5 = 0
+                budget_k = max(1, BUDGET // size)
+                hit1 = hit5 = hit_budget = 0
                 for q in queries:
-                    found = kb.search(set_name, q["text"], top_k=5)
+                    found = kb.search(set_name, q["text"], top_k=max(5, budget_k))
                     hit1 += bool(found) and contains_answer(found[0].text, q["answers"])
-                    hit5 += any(contains_answer(h.text, q["answers"]) for h in found)
+                    hit5 += any(contains_answer(h.text, q["answers"]) for h in found[:5])
+                    hit_budget += any(contains_answer(h.text, q["answers"]) for h in found[:budget_k])
                 row = {
                     "set": set_name,
                     "chunk_size": size,
@@ -62,6 +67,8 @@ def main() -> None:
                     "ingest_seconds": round(seconds, 1),
                     "hit@1": round(hit1 / len(queries), 4),
                     "hit@5": round(hit5 / len(queries), 4),
+                    "budget_k": budget_k,
+                    f"hit@{BUDGET}chars": round(hit_budget / len(queries), 4),
                     "queries": len(queries),
                 }
                 rows.append(row)

@@ -46,39 +46,44 @@ def main() -> None:
     messages = llm.messages(PROMPT)
     inputs = backend.prompt_inputs(messages)
     params = llm.params()
-    raw_kwargs = {**inputs, **backend.generate_kwargs(params), "min_new_tokens": args.tokens}
-    ours_params = params
+    raw_kwargs = {**inputs, **backend.generate_kwargs(params)}
+    prompt_length = inputs["input_ids"].shape[1]
 
-    def raw_full() -> tuple[float, int]:
+    def raw_full() -> tuple[float, int, str]:
         started = time.perf_counter()
         with torch.inference_mode():
             out = backend.model.generate(**raw_kwargs)
-        return time.perf_counter() - started, out.shape[1] - inputs["input_ids"].shape[1]
+        seconds = time.perf_counter() - started
+        text = backend.tokenizer.decode(out[0][prompt_length:], skip_special_tokens=True)
+        return seconds, out.shape[1] - prompt_length, text
 
     def raw_first() -> float:
         started = time.perf_counter()
         with torch.inference_mode():
-            backend.model.generate(**{**raw_kwargs, "max_new_tokens": 1, "min_new_tokens": 1})
+            backend.model.generate(**{**raw_kwargs, "max_new_tokens": 1})
         return time.perf_counter() - started
 
-    def ours_full() -> tuple[float, float, int]:
+    def ours_full() -> tuple[float, float, str]:
         started = time.perf_counter()
         first = None
         text = []
-        for delta in llm.stream_text(messages, ours_params):
+        for delta in llm.stream_text(messages, params):
             if first is None:
                 first = time.perf_counter() - started
             text.append(delta)
         total = time.perf_counter() - started
-        return total, first or total, backend.count_tokens("".join(text))
+        return total, first or total, "".join(text)
 
     raw_full()
     ours_full()  # warm-up of both paths
     raw_tps, ours_tps, raw_ttft, ours_ttft = [], [], [], []
+    same_text = True
     for _ in range(args.runs):
-        seconds, tokens = raw_full()
+        seconds, tokens, raw_text = raw_full()
         raw_tps.append(tokens / seconds)
-        total, first, tokens = ours_full()
+        # greedy decoding: both paths produce the same tokens, so the raw count is exact for ours too
+        total, first, text = ours_full()
+        same_text &= text == raw_text
         ours_tps.append(tokens / total)
         raw_ttft.append(raw_first())
         ours_ttft.append(first)
@@ -88,7 +93,9 @@ def main() -> None:
         "model": backend.name,
         "device": backend.device,
         "dtype": str(backend.torch_dtype),
-        "new_tokens": args.tokens,
+        "max_new_tokens": args.tokens,
+        "generated_tokens": tokens,
+        "same_text": same_text,
         "runs": args.runs,
         "raw_tokens_per_s": round(statistics.median(raw_tps), 2),
         "ours_tokens_per_s": round(statistics.median(ours_tps), 2),

@@ -107,7 +107,7 @@ class SentenceTransformerEmbeddings(Embeddings):
         name: str,
         device: str = "auto",
         precision: str = "auto",
-        batch_size: int = 32,
+        batch_size: int = 16,
         max_seq_length: int = 512,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,

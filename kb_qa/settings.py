@@ -39,7 +39,7 @@ class EmbeddingSettings(_Section):
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    batch_size: int = Field(32, ge=1, le=1024)
+    batch_size: int = Field(16, ge=1, le=1024)
     max_seq_length: int = Field(512, ge=16, le=8192)
     query_prefix: str | None = None
     passage_prefix: str | None = None
