@@ -83,6 +83,7 @@ class LLMSettings(_Section):
     base_url: str | None = None
     api_key: str | None = None
     request_timeout: float = Field(120, gt=0)
+    tokenizer: str | None = None
     context_window: int | None = Field(None, ge=256)
     max_new_tokens: int = Field(512, ge=1, le=32768)
     temperature: float = Field(0.7, ge=0.0, le=2.0)

@@ -25,6 +25,7 @@ def build_backend(settings: Settings) -> ChatBackend:
             api_key=cfg.api_key or os.environ.get("OPENAI_API_KEY"),
             timeout=cfg.request_timeout,
             context_window=cfg.context_window or 8192,
+            tokenizer_path=cfg.tokenizer,
         )
     path = resolve_chat_model(cfg.model, settings.model_cache)
     name = path.name if os.sep in cfg.model else cfg.model

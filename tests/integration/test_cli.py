@@ -92,40 +92,34 @@ def test_invalid_setting_stops_with_the_key_named(cli: CliRunner, monkeypatch: p
     assert code == 2 and "retrieval.top_k" in output
 
 
-def test_help_explains_commands() -> None:
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "main.py"), "kb", "rebuild", "--help"],
+def main_py(*args: str, stdin: str | None = None, check: bool = True, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run `python main.py ARGS` as a user would, with extra environment variables."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT_DIR / "main.py"), *args],
+        input=stdin,
         capture_output=True,
         text=True,
-        check=True,
+        timeout=600,
+        check=check,
+        env={**os.environ, **env},
     )
+
+
+def test_help_explains_commands() -> None:
+    result = main_py("kb", "rebuild", "--help")
     assert "--recreate" in result.stdout and "--dir" in result.stdout and "--root" in result.stdout
 
 
 def test_chat_keeps_history_until_clear_and_stops_on_stop() -> None:
     script = "What is two plus two?\nclear\nSay hello.\nstop\nThis line is never asked.\n"
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "main.py"), "chat", "--temperature", "0", "--max-tokens", "12"],
-        input=script,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-    )
+    result = main_py("chat", "--temperature", "0", "--max-tokens", "12", stdin=script)
     assert "history cleared" in result.stdout
     answers = [line for line in result.stdout.splitlines() if line.strip() and line != "history cleared"]
     assert len(answers) >= 2
 
 
 def test_llm_info_reports_the_bundled_model() -> None:
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "main.py"), "llm", "info", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=True,
-        env={**os.environ, "KBQA_LLM__DEVICE": "cpu"},
-    )
+    result = main_py("llm", "info", "--json", KBQA_LLM__DEVICE="cpu")
     info = json.loads(result.stdout)
     assert info["name"] == "SmolLM2-135M-Instruct"
     assert info["device"] == "cpu" and info["quantization"] == "none"
@@ -133,13 +127,14 @@ def test_llm_info_reports_the_bundled_model() -> None:
 
 
 def test_impossible_llm_settings_stop_at_start_up_without_a_traceback() -> None:
-    result = subprocess.run(
-        [sys.executable, str(PROJECT_DIR / "main.py"), "llm", "info"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "KBQA_LLM__DEVICE": "cpu", "KBQA_LLM__QUANTIZATION": "8bit"},
-    )
+    result = main_py("llm", "info", check=False, KBQA_LLM__DEVICE="cpu", KBQA_LLM__QUANTIZATION="8bit")
     assert result.returncode == 2
     assert "needs a CUDA GPU" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_models_provision_prepares_both_bundled_models() -> None:
+    result = main_py("models", "provision", "--json", KBQA_LLM__DEVICE="cpu")
+    info = json.loads(result.stdout)
+    assert info["embedding"]["model"] == "multilingual-e5-small" and info["embedding"]["dimension"] == 384
+    assert info["chat"]["name"] == "SmolLM2-135M-Instruct"

@@ -113,3 +113,18 @@ def test_the_openai_backend_needs_a_url() -> None:
 
     with pytest.raises(ConfigError, match=r"llm\.base_url"):
         build_llm(load_settings(environ={}, overrides={"llm": {"backend": "openai"}}))
+
+
+def test_a_local_tokenizer_counts_exactly(server: Server) -> None:
+    from kb_qa.provision import convert_smollm2
+    from kb_qa.settings import PROJECT_DIR
+
+    folder = convert_smollm2(PROJECT_DIR / ".cache" / "models")
+    llm = build_llm(
+        load_settings(
+            environ={},
+            overrides={"llm": {"backend": "openai", "base_url": server.url, "model": "m", "tokenizer": str(folder)}},
+        )
+    )
+    assert llm.backend.count_tokens("hello world") == 2
+    assert llm.backend.count_tokens("年假") != 0
