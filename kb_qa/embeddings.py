@@ -24,6 +24,7 @@ from langchain_core.embeddings import Embeddings
 
 from kb_qa.errors import ConfigError, ModelUnavailable
 from kb_qa.hf import offline_and_quiet
+from kb_qa.placement import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +57,6 @@ def cpu_has_bf16() -> bool:
     except OSError:
         return False
     return any(flag in flags for flag in (" avx512_bf16", " amx_bf16"))
-
-
-def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return "mps"
-        return "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("embedding.device: 'cuda' was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(
-            "embedding.device: 'mps' was asked for but Apple's MPS is not available here; use 'cpu' or 'auto'"
-        )
-    return device
 
 
 def pick_precision(precision: str, device: str) -> str:
@@ -137,7 +120,7 @@ class SentenceTransformerEmbeddings(Embeddings):
 
             offline_and_quiet()
 
-            device = pick_device(self._device_setting)
+            device = resolve_device(self._device_setting, section="embedding")
             precision = pick_precision(self._precision_setting, device)
             try:
                 model = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)

@@ -27,7 +27,7 @@ from typing import Any
 from kb_qa.errors import ConfigError, ModelUnavailable
 from kb_qa.hf import offline_and_quiet
 from kb_qa.llm.base import ChatBackend, GenerationParams, Message, to_pairs
-from kb_qa.llm.placement import resolve_device
+from kb_qa.placement import resolve_device
 
 log = logging.getLogger(__name__)
 

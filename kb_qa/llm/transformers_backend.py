@@ -17,7 +17,7 @@ from typing import Any
 from kb_qa.errors import ConfigError, ModelUnavailable
 from kb_qa.hf import offline_and_quiet
 from kb_qa.llm.base import ChatBackend, GenerationParams, Message
-from kb_qa.llm.placement import balanced_max_memory, resolve_device, resolve_dtype
+from kb_qa.placement import balanced_max_memory, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 _seed_lock = threading.Lock()

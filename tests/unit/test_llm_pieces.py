@@ -21,7 +21,7 @@ from kb_qa.llm import (
 from kb_qa.llm.base import to_pairs
 from kb_qa.llm.chatglm_backend import chatglm_device_map
 from kb_qa.llm.openai_backend import estimate_tokens
-from kb_qa.llm.placement import resolve_device, resolve_dtype
+from kb_qa.placement import resolve_device, resolve_dtype
 
 
 def test_both_history_forms_become_role_messages() -> None:
@@ -157,13 +157,15 @@ def test_gate_answers_busy_when_the_queue_is_full() -> None:
 
 
 def test_impossible_placements_fail_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    import kb_qa.llm.placement as placement
+    import kb_qa.placement as placement
 
     monkeypatch.setattr(placement, "cuda_count", lambda: 0)
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
         resolve_device("cpu", quantization="8bit")
     with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
         resolve_device("cuda")
+    with pytest.raises(ConfigError, match=r"^embedding\.device: 'cuda'"):
+        resolve_device("cuda", section="embedding")
     with pytest.raises(ConfigError, match="GPUs were asked for"):
         resolve_device("auto", num_gpus=2)
     monkeypatch.setattr(placement.sys, "platform", "linux")

@@ -1,4 +1,5 @@
-"""Checks that turn impossible device/precision combinations into one clear start-up error."""
+"""Device and dtype choice for every model (embeddings and LLM): impossible combinations become one
+clear start-up error naming the setting."""
 
 from __future__ import annotations
 
@@ -20,24 +21,29 @@ def mps_available() -> bool:
     return sys.platform == "darwin" and bool(getattr(torch.backends, "mps", None)) and torch.backends.mps.is_available()
 
 
-def resolve_device(device: str, *, quantization: str = "none", num_gpus: int = 1) -> str:
-    """The device to run on, or :class:`ConfigError` saying why the combination cannot work."""
+def resolve_device(device: str, *, quantization: str = "none", num_gpus: int = 1, section: str = "llm") -> str:
+    """The device to run on, or :class:`ConfigError` saying why the combination cannot work.
+
+    :param section: the settings section the values come from, named in the messages.
+    """
     gpus = cuda_count()
     if device == "mps" and sys.platform != "darwin":
-        raise ConfigError("llm.device: 'mps' is Apple's GPU backend and exists only on macOS; use 'cuda' or 'cpu'")
+        raise ConfigError(
+            f"{section}.device: 'mps' is Apple's GPU backend and exists only on macOS; use 'cuda' or 'cpu'"
+        )
     if device == "mps" and not mps_available():
-        raise ConfigError("llm.device: 'mps' was asked for but this Mac's torch has no MPS support; use 'cpu'")
+        raise ConfigError(f"{section}.device: 'mps' was asked for but this Mac's torch has no MPS support; use 'cpu'")
     if device == "auto":
         device = "cuda" if gpus else ("mps" if mps_available() else "cpu")
     if device == "cuda" and not gpus:
-        raise ConfigError("llm.device: 'cuda' was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'")
+        raise ConfigError(f"{section}.device: 'cuda' was asked for but no CUDA GPU is visible; use 'cpu' or 'auto'")
     if quantization != "none" and device != "cuda":
         raise ConfigError(
-            f"llm.quantization: '{quantization}' (bitsandbytes) needs a CUDA GPU, and this runs on {device}; "
+            f"{section}.quantization: '{quantization}' (bitsandbytes) needs a CUDA GPU, and this runs on {device}; "
             "set quantization: none (and dtype bf16 or fp32 on the CPU), or use a GPU"
         )
     if num_gpus > 1 and num_gpus > gpus:
-        raise ConfigError(f"llm.num_gpus: {num_gpus} GPUs were asked for but {gpus} are visible")
+        raise ConfigError(f"{section}.num_gpus: {num_gpus} GPUs were asked for but {gpus} are visible")
     return device
 
 
