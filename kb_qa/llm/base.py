@@ -152,9 +152,5 @@ class ChatBackend(ABC):
     def context_window(self) -> int:
         """The most tokens prompt plus answer may take."""
 
-    def chat_overhead(self, messages: list[Message]) -> int:
-        """Tokens the chat format adds around the messages (role markers and the like)."""
-        return 8 * len(messages) + 8
-
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "context_window": self.context_window}

@@ -108,12 +108,10 @@ class _CancelCriteria:
 
     def __init__(self, cancel: threading.Event) -> None:
         self.cancel = cancel
-        self.steps = 0
 
     def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         import torch
 
-        self.steps += 1
         return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
@@ -231,13 +229,6 @@ class TransformersBackend(ChatBackend):
 
     def count_tokens(self, text: str) -> int:
         return len(self.load().tokenizer.encode(text, add_special_tokens=False))
-
-    def chat_overhead(self, messages: list[Message]) -> int:
-        tokenizer = self.load().tokenizer
-        rendered = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return max(0, len(tokenizer.encode(rendered, add_special_tokens=False)) - sum(
-            self.count_tokens(m["content"]) for m in messages
-        ))  # fmt: skip
 
     def prompt_inputs(self, messages: list[Message]) -> Any:
         """The tokenized prompt (chat template applied), on the model's device."""
