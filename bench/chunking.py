@@ -44,7 +44,8 @@ def main() -> None:
                     "splitter": {"chunk_size": size, "chunk_overlap": overlap},
                 },
             )
-            kb = build_services(settings, embeddings=embeddings).knowledge_bases
+            services = build_services(settings, embeddings=embeddings)
+            kb = services.knowledge_bases
             for set_name in ("squad-dev", "cmrc2018-trial"):
                 set_dir = shared / "eval" / set_name
                 kb.create(set_name)
@@ -55,7 +56,7 @@ def main() -> None:
                 budget_k = max(1, BUDGET // size)
                 hit1 = hit5 = hit_budget = 0
                 for q in queries:
-                    found = kb.search(set_name, q["text"], top_k=max(5, budget_k))
+                    found = services.retriever.retrieve(q["text"], [set_name], top_k=max(5, budget_k), method="dense")
                     hit1 += bool(found) and contains_answer(found[0].text, q["answers"])
                     hit5 += any(contains_answer(h.text, q["answers"]) for h in found[:5])
                     hit_budget += any(contains_answer(h.text, q["answers"]) for h in found[:budget_k])

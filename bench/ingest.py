@@ -70,7 +70,7 @@ def plain_pipeline(files: list[Path], model_path: Path) -> tuple[object, int, fl
 def hit_at_5_ours(services: Services, name: str, queries: list[dict]) -> float:
     hits = 0
     for q in queries:
-        found = services.knowledge_bases.search(name, q["text"], top_k=5)
+        found = services.retriever.retrieve(q["text"], [name], top_k=5, method="dense")
         hits += any(contains_answer(h.text, q["answers"]) for h in found)
     return hits / len(queries)
 

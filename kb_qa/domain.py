@@ -41,7 +41,16 @@ class DocumentRecord:
 
 @dataclass
 class SearchHit:
-    """One retrieved chunk; ``score`` is the cosine similarity (higher is better)."""
+    """One retrieved passage: a chunk, or neighbouring chunks of one piece merged into one span.
+
+    ``score`` is always the cosine similarity of the question and the passage's best chunk under
+    the embedding model, in [-1, 1], higher is better, whichever method ranked it; it is what
+    ``score_threshold`` compares with. ``relevance`` is the signal the method ranked by (the fused
+    score in [0, 1] for hybrid, 1/(k + rank) sums for rrf, BM25 for keyword search, the cosine for
+    dense search) and ``rerank_score`` the cross-encoder's, when one is configured. ``start`` and
+    ``end`` are character offsets into the piece (page) the chunks came from; ``chunk_ids`` lists
+    every chunk merged in.
+    """
 
     kb: str
     document: str
@@ -53,6 +62,10 @@ class SearchHit:
     ordinal: int
     start: int
     end: int
+    relevance: float | None = None
+    keyword_score: float | None = None
+    rerank_score: float | None = None
+    chunk_ids: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport, KnowledgeBaseInfo, SearchHit
+from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport, KnowledgeBaseInfo
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import Busy, DocumentNotFound, DocumentRejected, EmbeddingMismatch, KbQaError
 from kb_qa.registry import Registry, now, validate_name
@@ -441,7 +441,13 @@ class KnowledgeBaseService:
         for entry in group:
             count = len(entry.chunks)
             metadatas = [_chunk_metadata(entry.item.key, c) for c in entry.chunks]
-            store.add(entry.item.key, [c.text for c in entry.chunks], metadatas, vectors[offset : offset + count])
+            store.add(
+                entry.item.key,
+                [c.text for c in entry.chunks],
+                metadatas,
+                vectors[offset : offset + count],
+                keyword_texts=texts[offset : offset + count],
+            )
             offset += count
         return len(texts)
 
@@ -464,39 +470,6 @@ class KnowledgeBaseService:
             cached = self._open_store(info)
             self._readers[name] = cached
         return cached
-
-    def search(
-        self,
-        name: str,
-        query: str,
-        *,
-        top_k: int = 4,
-        score_threshold: float | None = None,
-        documents: Iterable[str] | None = None,
-    ) -> list[SearchHit]:
-        """The ``top_k`` chunks most similar to ``query``, best first.
-
-        :param score_threshold: drop hits whose cosine similarity is below this.
-        :param documents: only search these documents.
-        """
-        if not query.strip():
-            raise DocumentRejected("the question is empty")
-        store = self.reader(name)
-        vector = self.embeddings.encode_queries([query])[0]
-        hits = store.search(vector, top_k, docs=documents)
-        out = []
-        for hit in hits:
-            if score_threshold is not None and hit.score < score_threshold:
-                continue
-            meta = hit.chunk.metadata
-            out.append(
-                SearchHit(
-                    name, hit.chunk.doc, hit.chunk.id, round(hit.score, 6), hit.chunk.text, meta.get("page"),
-                    meta.get("heading") or "", int(meta.get("ordinal", 0)), int(meta.get("start", 0)),
-                    int(meta.get("end", 0)),
-                )
-            )  # fmt: skip
-        return out
 
 
 def _chunk_metadata(key: str, chunk: Chunk) -> dict[str, object]:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from kb_qa.chain import QAChain
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.knowledge_base import KnowledgeBaseService
+from kb_qa.llm.chat_llm import ChatLLM
 from kb_qa.provision import resolve_embedding_model
 from kb_qa.registry import Registry
+from kb_qa.retrieval import Reranker, RetrievalOptions, Retriever
 from kb_qa.settings import Settings
 from loaders import TextSplitter
 
@@ -17,6 +22,8 @@ class Services:
     settings: Settings
     embeddings: SentenceTransformerEmbeddings
     knowledge_bases: KnowledgeBaseService
+    retriever: Retriever
+    qa: QAChain
 
 
 def build_embeddings(settings: Settings) -> SentenceTransformerEmbeddings:
@@ -34,8 +41,17 @@ def build_embeddings(settings: Settings) -> SentenceTransformerEmbeddings:
     )
 
 
-def build_services(settings: Settings, *, embeddings: SentenceTransformerEmbeddings | None = None) -> Services:
-    """Wire the services. ``embeddings`` lets tests share one loaded model between roots."""
+def build_services(
+    settings: Settings,
+    *,
+    embeddings: SentenceTransformerEmbeddings | None = None,
+    llm: Callable[[], ChatLLM] | None = None,
+) -> Services:
+    """Wire the services; nothing is loaded until first used.
+
+    :param embeddings: lets tests share one loaded model between roots.
+    :param llm: returns the chat model (default: the configured one, built on first use).
+    """
     embeddings = embeddings or build_embeddings(settings)
     root = settings.kb_root
     service = KnowledgeBaseService(
@@ -47,4 +63,23 @@ def build_services(settings: Settings, *, embeddings: SentenceTransformerEmbeddi
         workers=settings.ingest.workers,
         max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
     )
-    return Services(settings, embeddings, service)
+    cfg = settings.retrieval
+    reranker = (
+        Reranker(settings.resolve(Path(cfg.reranker)), device=settings.embedding.device) if cfg.reranker else None
+    )
+    retriever = Retriever(
+        service, embeddings, RetrievalOptions.from_settings(cfg), reranker, rerank_candidates=cfg.rerank_candidates
+    )
+    if llm is None:
+        from kb_qa.llm.factory import build_llm
+
+        llm = lambda: build_llm(settings)  # noqa: E731 - QAChain calls it once, on first need
+    qa = QAChain(
+        retriever,
+        llm,
+        settings.resolve(Path(settings.qa.prompts_dir)),
+        language=settings.qa.language,
+        history_turns=settings.qa.history_turns,
+        rewrite_followups=settings.qa.rewrite_followups,
+    )
+    return Services(settings, embeddings, service, retriever, qa)

@@ -62,6 +62,23 @@ class SplitterSettings(_Section):
 class RetrievalSettings(_Section):
     top_k: int = Field(4, ge=1, le=100)
     score_threshold: float = Field(0.0, ge=-1.0, le=1.0)
+    method: Literal["hybrid", "dense", "bm25"] = "hybrid"
+    fusion: Literal["weighted", "rrf"] = "weighted"
+    dense_weight: float = Field(0.5, ge=0.0, le=1.0)
+    candidates: int = Field(50, ge=1, le=1000)
+    rrf_k: int = Field(60, ge=1)
+    expand_chars: int = Field(0, ge=0, le=20000)
+    reranker: str = ""
+    rerank_candidates: int = Field(20, ge=1, le=200)
+    index: Literal["flat", "ivf"] = "flat"
+    ivf_nprobe: int = Field(16, ge=1, le=4096)
+
+
+class QASettings(_Section):
+    language: Literal["auto", "zh", "en"] = "auto"
+    prompts_dir: str = "configs/prompts"
+    history_turns: int = Field(3, ge=0, le=50)
+    rewrite_followups: bool = True
 
 
 class IngestSettings(_Section):
@@ -100,6 +117,7 @@ class Settings(_Section):
     embedding: EmbeddingSettings = EmbeddingSettings()
     splitter: SplitterSettings = SplitterSettings()
     retrieval: RetrievalSettings = RetrievalSettings()
+    qa: QASettings = QASettings()
     ingest: IngestSettings = IngestSettings()
     llm: LLMSettings = LLMSettings()
     base_dir: Path = Field(PROJECT_DIR, exclude=True, description="Relative paths are resolved against this.")

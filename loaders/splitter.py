@@ -199,11 +199,12 @@ class TextSplitter:
     def split_documents(self, pieces: Iterable[Document]) -> list[Chunk]:
         """Chunks of one document's pieces, numbered in order."""
         chunks: list[Chunk] = []
-        for piece in pieces:
+        for number, piece in enumerate(pieces):
             text = piece.page_content
             for start, end in self.split_text(text):
                 body = text[start:end]
                 meta = dict(piece.metadata)
                 meta["content_hash"] = text_hash(body)
+                meta["piece"] = number  # offsets count from the start of this piece
                 chunks.append(Chunk(body, len(chunks), start, end, meta))
         return chunks

@@ -5,8 +5,12 @@ ranks by inner product, so every score is the cosine similarity of query and chu
 [-1, 1], higher is better, and 1 means the same direction. This is the only place that defines
 the score; the retriever, the CLI and the API pass it through unchanged.
 
-**Files.** ``<dir>/CURRENT`` names the live generation ``N``; ``index.N.faiss`` holds the vectors
-and ``chunks.N.jsonl`` the chunk records (a header line, then one JSON object per chunk). A save
+**Keywords.** Every store carries a BM25 :class:`~vector_store.keyword_index.KeywordIndex` over the
+same chunks, updated by the same ``add``/``delete`` calls and saved in the same generation.
+
+**Files.** ``<dir>/CURRENT`` names the live generation ``N``; ``index.N.faiss`` holds the vectors,
+``chunks.N.jsonl`` the chunk records (a header line, then one JSON object per chunk) and
+``keywords.N.npz`` the keyword index. A save
 writes generation ``N+1`` beside the old one (write, fsync, rename), then replaces ``CURRENT`` the
 same way. A crash at any point leaves ``CURRENT`` naming a complete generation, and a reader that
 opens the store never sees a half-written one. The generation before the live one is kept, so a
@@ -27,6 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vector_store.keyword_index import KeywordIndex
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +103,7 @@ class FaissStore:
         self._by_doc: dict[str, list[int]] = {}
         self._next_id = 0
         self._dirty = False
+        self.keywords = KeywordIndex()
 
     # ---------------------------------------------------------------- reading
     @classmethod
@@ -151,6 +158,17 @@ class FaissStore:
         self._by_doc = {}
         for chunk in chunks:
             self._by_doc.setdefault(chunk.doc, []).append(chunk.id)
+        keywords_path = self.directory / f"keywords.{generation}.npz"
+        if keywords_path.exists():
+            try:
+                self.keywords = KeywordIndex.load(keywords_path)
+            except (OSError, ValueError, KeyError) as exc:
+                raise StoreError(f"{keywords_path} is damaged: {exc}") from exc
+        else:  # written before keyword search existed: index the stored texts once
+            log.info("building the keyword index of %s (%d chunks)", self.directory, len(chunks))
+            self.keywords = KeywordIndex()
+            for doc, ids in self._by_doc.items():
+                self.keywords.add(doc, ids, [self._chunks[i].text for i in ids])
         self._next_id = int(header["next_id"])
         self.generation = generation
         self._dirty = False
@@ -164,6 +182,9 @@ class FaissStore:
 
     def chunks_of(self, doc: str) -> list[StoredChunk]:
         return [self._chunks[i] for i in self._by_doc.get(doc, [])]
+
+    def chunk_ids(self, doc: str) -> list[int]:
+        return list(self._by_doc.get(doc, []))
 
     def get(self, chunk_id: int) -> StoredChunk | None:
         return self._chunks.get(chunk_id)
@@ -195,11 +216,33 @@ class FaissStore:
             if label >= 0
         ]
 
+    def similarities(self, vector: np.ndarray, ids: Sequence[int]) -> np.ndarray:
+        """The cosine similarity of ``vector`` to each of the chunks ``ids`` (in that order)."""
+        if not len(ids):
+            return np.zeros(0, np.float32)
+        query = _normalise(vector)[0]
+        stored = self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
+        return stored @ query
+
+    def keyword_search(self, query: str, k: int, docs: Iterable[str] | None = None) -> list[ScoredChunk]:
+        """The ``k`` best chunks for ``query`` by BM25, best first (scores are BM25, not similarities)."""
+        ids = None if docs is None else [i for d in docs for i in self._by_doc.get(d, [])]
+        return [ScoredChunk(self._chunks[i], score) for i, score in self.keywords.search(query, k, ids)]
+
     # ---------------------------------------------------------------- writing
     def add(
-        self, doc: str, texts: Sequence[str], metadatas: Sequence[dict[str, Any]], vectors: np.ndarray
+        self,
+        doc: str,
+        texts: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
+        vectors: np.ndarray,
+        keyword_texts: Sequence[str] | None = None,
     ) -> list[int]:
-        """Replace document ``doc``'s chunks with these; returns the new chunk ids."""
+        """Replace document ``doc``'s chunks with these; returns the new chunk ids.
+
+        :param keyword_texts: what the keyword index sees for each chunk (default: ``texts``), e.g.
+            the text with its heading path in front.
+        """
         if not len(texts) == len(metadatas) == len(vectors):
             raise ValueError("texts, metadatas and vectors must have the same length")
         matrix = _normalise(vectors) if len(texts) else np.zeros((0, self.dim), np.float32)
@@ -214,6 +257,7 @@ class FaissStore:
             self._chunks[chunk_id] = StoredChunk(chunk_id, doc, text, dict(meta))
         if len(ids):
             self._by_doc[doc] = ids.tolist()
+            self.keywords.add(doc, ids.tolist(), keyword_texts if keyword_texts is not None else texts)
         self._dirty = True
         return ids.tolist()
 
@@ -226,6 +270,7 @@ class FaissStore:
             self._index.remove_ids(faiss.IDSelectorBatch(np.array(ids, dtype=np.int64)))
             for chunk_id in ids:
                 del self._chunks[chunk_id]
+            self.keywords.delete(doc)
             self._dirty = True
         return len(ids)
 
@@ -252,6 +297,8 @@ class FaissStore:
 
         _fsync_write(chunks_path, write_chunks)
         _fsync_write(index_path, lambda tmp: faiss.write_index(self._index, str(tmp)))
+        keywords = self.keywords.to_bytes()
+        _fsync_write(self.directory / f"keywords.{generation}.npz", lambda tmp: tmp.write_bytes(keywords))
         _fsync_write(self.directory / "CURRENT", lambda tmp: tmp.write_text(f"{generation}\n", encoding="ascii"))
         _fsync_dir(self.directory)
         self.generation = generation
@@ -261,7 +308,6 @@ class FaissStore:
     def _remove_old(self, keep: set[int]) -> None:
         for path in self.directory.iterdir():
             parts = path.name.split(".")
-            if (
-                len(parts) == 3 and parts[0] in ("index", "chunks") and parts[1].isdigit() and int(parts[1]) not in keep
-            ) or path.name.endswith(".tmp"):
+            generation_file = len(parts) == 3 and parts[0] in ("index", "chunks", "keywords") and parts[1].isdigit()
+            if (generation_file and int(parts[1]) not in keep) or path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)

@@ -7,11 +7,17 @@ from pathlib import Path
 
 import pytest
 
+from kb_qa.domain import SearchHit
 from kb_qa.errors import DocumentNotFound, EmbeddingMismatch, InvalidName, KnowledgeBaseNotFound
 from kb_qa.services import Services
 from vector_store import FaissStore
 
 pytestmark = pytest.mark.integration
+
+
+def search(services: Services, query: str, **options: object) -> list[SearchHit]:
+    """Dense search unless the test asks otherwise (the retriever's own tests cover fusion)."""
+    return services.retriever.retrieve(query, ["hb"], **{"method": "dense", **options})
 
 
 def build(services: Services, folder: Path, name: str = "hb") -> None:
@@ -22,17 +28,16 @@ def build(services: Services, folder: Path, name: str = "hb") -> None:
 
 def test_chinese_and_english_questions_find_their_passages(services: Services, samples_copy: Path) -> None:
     build(services, samples_copy)
-    kb = services.knowledge_bases
-    zh = kb.search("hb", "年假没休完可以顺延到明年吗？", top_k=3)
+    zh = search(services, "年假没休完可以顺延到明年吗？", top_k=3)
     assert zh[0].document == "员工手册.md"
     assert "顺延5天" in zh[0].text
     assert zh[0].heading.endswith("年假")
-    en = kb.search("hb", "How often must passwords be changed?", top_k=3)
+    en = search(services, "How often must passwords be changed?", top_k=3)
     assert en[0].document == "employee-handbook.md"
     assert "every 90 days" in en[0].text
-    pdf = kb.search("hb", "试用期多长时间？", top_k=3)
+    pdf = search(services, "试用期多长时间？", top_k=3)
     assert any(h.document == "onboarding-入职指南.pdf" and h.page == 2 for h in pdf)
-    table = kb.search("hb", "省会城市出差住宿每晚上限多少钱？", top_k=3)
+    table = search(services, "省会城市出差住宿每晚上限多少钱？", top_k=3)
     assert any("省会城市; 住宿上限（元/晚）: 450" in h.text for h in table)
     # scores are cosine similarities, best first
     assert all(-1.0 <= h.score <= 1.0 for h in zh)
@@ -41,9 +46,8 @@ def test_chinese_and_english_questions_find_their_passages(services: Services, s
 
 def test_score_threshold_and_document_filter(services: Services, samples_copy: Path) -> None:
     build(services, samples_copy)
-    kb = services.knowledge_bases
-    assert kb.search("hb", "年假", top_k=5, score_threshold=0.9999) == []
-    only_en = kb.search("hb", "年假", top_k=5, documents=["employee-handbook.md"])
+    assert search(services, "年假", top_k=5, score_threshold=0.9999) == []
+    only_en = search(services, "年假", top_k=5, documents=["employee-handbook.md"])
     assert only_en and {h.document for h in only_en} == {"employee-handbook.md"}
 
 
@@ -77,10 +81,10 @@ def test_changed_file_replaces_its_chunks_and_deleted_file_disappears(services: 
     assert report.count("updated") == 1
     assert report.count("removed") == 1
     assert report.count("unchanged") == 3
-    hits = kb.search("hb", "How often must passwords be changed?", top_k=10)
+    hits = search(services, "How often must passwords be changed?", top_k=10, method="hybrid")
     texts = " ".join(h.text for h in hits)
     assert "every 60 days" in texts and "every 90 days" not in texts
-    assert all(h.document != "员工手册.md" for h in kb.search("hb", "年假顺延", top_k=20))
+    assert all(h.document != "员工手册.md" for h in search(services, "年假顺延", top_k=20, method="hybrid"))
     records = {r.path: r for r in kb.files("hb")}
     assert "员工手册.md" not in records
     store = kb.reader("hb")
@@ -98,7 +102,7 @@ def test_adding_the_same_content_twice_adds_no_chunks(services: Services, sample
     assert kb.get("hb").chunk_count == first.embedded_chunks
     assert (kb.content_dir("hb") / "employee-handbook.md").is_file()
     kb.remove_files("hb", ["employee-handbook.md"])
-    assert kb.search("hb", "passwords", top_k=5) == []
+    assert search(services, "passwords", top_k=5, method="hybrid") == []
     assert not (kb.content_dir("hb") / "employee-handbook.md").exists()
     with pytest.raises(DocumentNotFound):
         kb.remove_files("hb", ["nope.md"])
@@ -120,7 +124,7 @@ def test_a_broken_file_fails_alone_and_loses_nothing(services: Services, samples
     assert failed["notes.xyz"].startswith("unsupported")
     assert "previous version" in failed["onboarding-入职指南.pdf"]
     assert kb.get("hb").chunk_count == chunks_before
-    assert any(h.document == "onboarding-入职指南.pdf" for h in kb.search("hb", "试用期", top_k=5))
+    assert any(h.document == "onboarding-入职指南.pdf" for h in search(services, "试用期", top_k=5))
     records = {r.path: r for r in kb.files("hb")}
     assert records["broken.docx"].status == "failed"
     assert records["broken.docx"].error and "malformed" in records["broken.docx"].error
@@ -142,7 +146,7 @@ def test_another_embedding_model_is_refused(services: Services, samples_copy: Pa
     kb.registry.delete_kb("hb")
     kb.registry.create_kb("hb", "", "all-MiniLM-L6-v2", 384)
     with pytest.raises(EmbeddingMismatch, match="--recreate"):
-        kb.search("hb", "年假")
+        search(services, "年假")
     with pytest.raises(EmbeddingMismatch):
         kb.rebuild("hb")
 
@@ -153,7 +157,7 @@ def test_delete_and_bad_names(services: Services, samples_copy: Path) -> None:
     kb.delete("hb")
     assert not kb.kb_dir("hb").exists()
     with pytest.raises(KnowledgeBaseNotFound):
-        kb.search("hb", "x")
+        search(services, "x")
     with pytest.raises(InvalidName):
         kb.create("../escape")
 
@@ -161,11 +165,11 @@ def test_delete_and_bad_names(services: Services, samples_copy: Path) -> None:
 def test_a_reader_sees_a_writers_new_generation(services: Services, samples_copy: Path) -> None:
     build(services, samples_copy)
     kb = services.knowledge_bases
-    kb.search("hb", "年假")  # caches a reader
+    search(services, "年假")  # caches a reader
     other = FaissStore.open(kb.store_dir("hb"), 384)
     other.delete("员工手册.md")
     other.save()  # as another process would
-    assert all(h.document != "员工手册.md" for h in kb.search("hb", "年假", top_k=10))
+    assert all(h.document != "员工手册.md" for h in search(services, "年假", top_k=10))
 
 
 def test_folder_keys_are_relative_paths(services: Services, tmp_path: Path, samples_copy: Path) -> None:
@@ -184,7 +188,7 @@ def test_a_damaged_index_says_how_to_recover(services: Services, samples_copy: P
     kb = services.knowledge_bases
     (kb.store_dir("hb") / "CURRENT").write_text("garbage", encoding="ascii")
     with pytest.raises(KbQaError, match="--recreate"):
-        kb.search("hb", "年假")
+        search(services, "年假")
     report = kb.rebuild("hb", recreate=True)
     assert report.count("added") == 5
-    assert kb.search("hb", "年假", top_k=1)
+    assert search(services, "年假", top_k=1)

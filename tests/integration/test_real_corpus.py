@@ -38,7 +38,9 @@ def test_every_example_doc_ingests_or_fails_alone(services: Services, corpus: Pa
     assert indexed >= 0.85 * len(files)
     # what was there before is still there and still found
     assert kb.get("examples").chunk_count > kept
-    hits = kb.search("examples", "How often must passwords be changed?", top_k=1, documents=["employee-handbook.md"])
+    hits = services.retriever.retrieve(
+        "How often must passwords be changed?", ["examples"], top_k=1, documents=["employee-handbook.md"]
+    )
     assert "every 90 days" in hits[0].text
 
 
@@ -47,6 +49,6 @@ def test_chinese_laws_answer_chinese_questions(services: Services, corpus: Path)
     kb.create("laws")
     report = kb.rebuild("laws", corpus / "zh-laws")
     assert not report.failed
-    hits = kb.search("laws", "劳动合同试用期最长不得超过多久？", top_k=5)
+    hits = services.retriever.retrieve("劳动合同试用期最长不得超过多久？", ["laws"], top_k=5)
     assert any("试用期" in h.text for h in hits)
     assert any("劳动合同法" in h.document for h in hits)

@@ -103,7 +103,10 @@ def test_old_generations_are_pruned_but_the_previous_one_is_kept(tmp_path: Path)
         add_doc(store, f"d{i}", [vec(1, i)])
         store.save()
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["CURRENT", "chunks.3.jsonl", "chunks.4.jsonl", "index.3.faiss", "index.4.faiss"]
+    assert names == [
+        "CURRENT", "chunks.3.jsonl", "chunks.4.jsonl", "index.3.faiss", "index.4.faiss",
+        "keywords.3.npz", "keywords.4.npz",
+    ]  # fmt: skip
 
 
 def test_a_damaged_current_pointer_is_reported(tmp_path: Path) -> None:

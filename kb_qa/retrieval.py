@@ -1,0 +1,445 @@
+"""Hybrid retrieval over one or more knowledge bases: dense (FAISS) + keyword (BM25), fused.
+
+**What a score means.** Every passage carries ``score``: the cosine similarity, under the embedding
+model, of the question and the passage's best chunk, whichever method found it. That is the one
+number ``score_threshold`` is compared with: a chunk whose cosine is below the threshold is never
+returned, by any method. The order is decided by ``relevance`` (below), and optionally by a
+cross-encoder reranker.
+
+**Methods.** ``dense``: FAISS cosine. ``bm25``: the keyword index (jieba + English stemming; see
+:mod:`vector_store.keyword_index`). ``hybrid`` (default): both, fused. Each method proposes its
+``candidates`` best chunks per knowledge base; the exact cosine and BM25 of every proposed chunk are
+then computed, so a chunk proposed by one method is not penalised for being absent from the other's
+list.
+
+**Fusion.** ``weighted`` (default): each signal is min-max normalised over its own candidate list
+(the best chunk gets 1, the ``candidates``-th 0, anything below 0), then
+``relevance = dense_weight * dense + (1 - dense_weight) * bm25``. Unlike reciprocal-rank fusion it
+keeps how far apart the scores are: a passage that wins clearly on keywords and is merely good on
+meaning still wins. ``rrf``: ``sum 1 / (rrf_k + rank)`` over the two lists. Cosines are comparable
+across knowledge bases and are normalised together; BM25 scores are not (each index has its own
+statistics), so they are normalised per knowledge base. docs/evaluation.md has the measurements
+behind the defaults.
+
+**Passages.** Chunks of the same piece (page) of a document that overlap or are neighbours are
+merged into one passage, duplicate texts are dropped, and with ``expand_chars`` each passage grows
+by its neighbouring chunks (next first, then previous) while it stays within that many characters,
+as langchain-ChatGLM's ``chunk_conent`` did. ``top_k`` counts passages.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from langchain_core.callbacks import CallbackManagerForRetrieverRun
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+from pydantic import ConfigDict, Field
+
+from kb_qa.domain import SearchHit
+from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.errors import ConfigError, DocumentRejected
+from kb_qa.hf import offline_and_quiet
+from kb_qa.knowledge_base import KnowledgeBaseService
+from kb_qa.placement import resolve_device
+from kb_qa.settings import RetrievalSettings
+from vector_store import FaissStore, StoredChunk
+from vector_store.keyword_index import top_k as keyword_top_k
+
+log = logging.getLogger(__name__)
+
+Method = Literal["hybrid", "dense", "bm25"]
+Fusion = Literal["weighted", "rrf"]
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    """How one search is done; defaults come from the ``retrieval`` settings, requests override."""
+
+    top_k: int = 4
+    score_threshold: float = 0.0
+    method: Method = "hybrid"
+    fusion: Fusion = "weighted"
+    dense_weight: float = 0.5
+    candidates: int = 50
+    rrf_k: int = 60
+    expand_chars: int = 0
+    rerank: bool = True
+    documents: tuple[str, ...] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: RetrievalSettings) -> RetrievalOptions:
+        return cls(
+            top_k=settings.top_k,
+            score_threshold=settings.score_threshold,
+            method=settings.method,
+            fusion=settings.fusion,
+            dense_weight=settings.dense_weight,
+            candidates=settings.candidates,
+            rrf_k=settings.rrf_k,
+            expand_chars=settings.expand_chars,
+        )
+
+    def override(self, **changes: Any) -> RetrievalOptions:
+        """A copy with the given (non-None) values; ``documents`` may be any iterable of names."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if "documents" in changes:
+            changes["documents"] = tuple(changes["documents"])
+        unknown = set(changes) - set(self.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown retrieval options: {sorted(unknown)}")
+        options = replace(self, **changes)
+        if not 1 <= options.top_k <= 100:
+            raise DocumentRejected(f"top_k must be between 1 and 100, not {options.top_k}")
+        if not -1.0 <= options.score_threshold <= 1.0:
+            raise DocumentRejected(
+                f"score_threshold is a cosine similarity and must lie in [-1, 1], not {options.score_threshold}"
+            )
+        if options.method not in ("hybrid", "dense", "bm25"):
+            raise DocumentRejected(f"method must be hybrid, dense or bm25, not {options.method!r}")
+        return options
+
+
+class Reranker:
+    """A sentence-transformers ``CrossEncoder`` from a local folder, loaded on first use."""
+
+    def __init__(self, folder: Path, device: str = "auto", batch_size: int = 16) -> None:
+        if not (folder / "config.json").is_file():
+            raise ConfigError(
+                f"retrieval.reranker: {folder} is not a cross-encoder folder (no config.json); "
+                "point it at a local sentence-transformers CrossEncoder, or leave it empty"
+            )
+        self.folder = folder
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    def scores(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            if self._model is None:
+                from sentence_transformers import CrossEncoder
+
+                offline_and_quiet()
+                device = resolve_device(self.device, section="embedding")
+                self._model = CrossEncoder(str(self.folder), device=device)
+        if not texts:
+            return np.zeros(0, np.float32)
+        pairs = [(query, text) for text in texts]
+        return np.asarray(self._model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False), np.float32)
+
+
+@dataclass
+class _Candidate:
+    kb: str
+    chunk: StoredChunk
+    cosine: float
+    bm25: float
+    dense_rank: int | None = None
+    bm25_rank: int | None = None
+    dense_norm: float = 0.0
+    bm25_norm: float = 0.0
+    relevance: float = 0.0
+    rerank: float | None = None
+
+
+@dataclass
+class _Passage:
+    kb: str
+    doc: str
+    piece: object
+    best: _Candidate
+    chunks: dict[int, StoredChunk] = field(default_factory=dict)  # ordinal -> chunk
+    hits: list[_Candidate] = field(default_factory=list)
+
+    def touches(self, kb: str, chunk: StoredChunk) -> bool:
+        if kb != self.kb or chunk.doc != self.doc or _piece(chunk) != self.piece:
+            return False
+        ordinal = _ordinal(chunk)
+        return min(self.chunks) - 1 <= ordinal <= max(self.chunks) + 1
+
+    def text(self) -> str:
+        parts: list[str] = []
+        end = None
+        for _, chunk in sorted(self.chunks.items()):
+            start, stop = int(chunk.metadata.get("start", 0)), int(chunk.metadata.get("end", 0))
+            if end is None:
+                parts.append(chunk.text)
+            elif stop <= end:
+                continue
+            elif start < end:
+                parts.append(chunk.text[end - start :])
+            else:
+                parts.append("\n" + chunk.text)
+            end = stop if end is None else max(end, stop)
+        return "".join(parts)
+
+    def to_hit(self) -> SearchHit:
+        ordered = [c for _, c in sorted(self.chunks.items())]
+        best = self.best
+        meta = best.chunk.metadata
+        return SearchHit(
+            kb=self.kb,
+            document=self.doc,
+            chunk_id=best.chunk.id,
+            score=round(max(h.cosine for h in self.hits), 6),
+            text=self.text(),
+            page=meta.get("page"),
+            heading=meta.get("heading") or "",
+            ordinal=_ordinal(ordered[0]),
+            start=int(ordered[0].metadata.get("start", 0)),
+            end=max(int(c.metadata.get("end", 0)) for c in ordered),
+            relevance=round(best.relevance, 6),
+            keyword_score=round(best.bm25, 6),
+            rerank_score=None if best.rerank is None else round(best.rerank, 6),
+            chunk_ids=[c.id for c in ordered],
+        )
+
+
+def _ordinal(chunk: StoredChunk) -> int:
+    return int(chunk.metadata.get("ordinal", 0))
+
+
+def _piece(chunk: StoredChunk) -> object:
+    meta = chunk.metadata
+    return meta["piece"] if "piece" in meta else meta.get("page")  # stores written before "piece"
+
+
+def _bounds(best_first: Sequence[float], wanted: int) -> tuple[float, float]:
+    """(low, high) to normalise a signal by: its best score and its ``wanted``-th best.
+
+    A shorter list (a small knowledge base, few keyword matches) means everything the method could
+    find is in it; then the floor is 0 for BM25 (callers pass ``0``-terminated lists) and the worst
+    listed cosine for dense.
+    """
+    if not best_first:
+        return 0.0, 1.0
+    return float(best_first[min(wanted, len(best_first)) - 1]), float(best_first[0])
+
+
+def _normalised(value: float, bounds: tuple[float, float]) -> float:
+    low, high = bounds
+    return max(0.0, (value - low) / (high - low)) if high > low else 1.0
+
+
+class Retriever:
+    """Finds passages for a question in one or more knowledge bases (see the module's description)."""
+
+    def __init__(
+        self,
+        knowledge_bases: KnowledgeBaseService,
+        embeddings: SentenceTransformerEmbeddings,
+        defaults: RetrievalOptions | None = None,
+        reranker: Reranker | None = None,
+        rerank_candidates: int = 20,
+    ) -> None:
+        self.knowledge_bases = knowledge_bases
+        self.embeddings = embeddings
+        self.defaults = defaults or RetrievalOptions()
+        self.reranker = reranker
+        self.rerank_candidates = rerank_candidates
+
+    def options(self, **overrides: Any) -> RetrievalOptions:
+        return self.defaults.override(**overrides)
+
+    def retrieve(self, query: str, knowledge_bases: Sequence[str], **overrides: Any) -> list[SearchHit]:
+        """The best passages for ``query`` across ``knowledge_bases``, best first.
+
+        :param overrides: any :class:`RetrievalOptions` field (``top_k``, ``score_threshold``,
+            ``method``, ``documents``, ...).
+        :raises KnowledgeBaseNotFound: for an unknown knowledge base.
+        """
+        if not query.strip():
+            raise DocumentRejected("the question is empty")
+        if not knowledge_bases:
+            raise DocumentRejected("name at least one knowledge base")
+        options = self.options(**overrides)
+        stores = {name: self.knowledge_bases.reader(name) for name in dict.fromkeys(knowledge_bases)}
+        return self.search_stores(query, stores, options)
+
+    def search_stores(
+        self,
+        query: str,
+        stores: dict[str, FaissStore],
+        options: RetrievalOptions,
+        vector: np.ndarray | None = None,
+    ) -> list[SearchHit]:
+        """:meth:`retrieve` over already opened stores (the evaluation harness builds its own).
+
+        :param vector: the query's embedding, when the caller has already computed it.
+        """
+        if vector is None:
+            vector = self.embeddings.encode_queries([query])[0]
+        candidates = self._candidates(query, vector, stores, options)
+        candidates = [c for c in candidates if c.cosine >= options.score_threshold]
+        candidates.sort(key=lambda c: (-c.relevance, -c.cosine, c.kb, c.chunk.id))
+        if self.reranker is not None and options.rerank and candidates:
+            head = candidates[: max(options.top_k, self.rerank_candidates)]
+            scores = self.reranker.scores(query, [c.chunk.text for c in head])
+            for candidate, score in zip(head, scores, strict=True):
+                candidate.rerank = float(score)
+            candidates = sorted(head, key=lambda c: -(c.rerank or 0.0))
+        passages = self._passages(candidates, options.top_k)
+        if options.expand_chars > 0:
+            passages = self._expand(passages, stores, options.expand_chars)
+        return [p.to_hit() for p in passages]
+
+    # ------------------------------------------------------------ candidates
+    def _candidates(
+        self, query: str, vector: np.ndarray, stores: dict[str, FaissStore], options: RetrievalOptions
+    ) -> list[_Candidate]:
+        n = options.candidates
+        use_dense = options.method in ("dense", "hybrid")
+        use_bm25 = options.method in ("bm25", "hybrid")
+        pool: list[_Candidate] = []
+        dense_scores: list[float] = []
+        for kb, store in stores.items():
+            docs = list(options.documents) if options.documents is not None else None
+            dense = store.search(vector, n, docs=docs) if use_dense else []
+            dense_scores += [h.score for h in dense]
+            ids, bm25 = store.keywords.scores(query) if use_bm25 else (np.zeros(0, np.int64), np.zeros(0))
+            if docs is not None and len(ids):
+                allowed = np.array([i for d in docs for i in store.chunk_ids(d)], np.int64)
+                bm25 = np.where(np.isin(ids, allowed), bm25, 0)
+            keyword = keyword_top_k(ids, bm25, n)
+            by_id: dict[int, _Candidate] = {}
+            for rank, hit in enumerate(dense, 1):
+                by_id[hit.chunk.id] = _Candidate(kb, hit.chunk, hit.score, 0.0, dense_rank=rank)
+            missing = [chunk_id for chunk_id, _ in keyword if chunk_id not in by_id]
+            for chunk_id, cosine in zip(missing, store.similarities(vector, missing), strict=True):
+                chunk = store.get(chunk_id)
+                if chunk is not None:
+                    by_id[chunk_id] = _Candidate(kb, chunk, float(cosine), 0.0)
+            if use_bm25 and by_id:
+                bounds = _bounds([s for _, s in keyword] + [0.0], n)
+                ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(keyword, 1)}
+                exact = store.keywords.lookup(list(by_id), bm25)
+                for candidate, score in zip(by_id.values(), exact, strict=True):
+                    candidate.bm25 = float(score)
+                    candidate.bm25_rank = ranks.get(candidate.chunk.id)
+                    candidate.bm25_norm = _normalised(candidate.bm25, bounds)
+            pool += by_id.values()
+        if use_dense and pool:
+            # cosines are comparable across knowledge bases: one list, one normalisation, one ranking
+            bounds = _bounds(sorted(dense_scores, reverse=True), n)
+            ranked = sorted((c for c in pool if c.dense_rank is not None), key=lambda c: -c.cosine)
+            for rank, candidate in enumerate(ranked, 1):
+                candidate.dense_rank = rank if rank <= n else None
+            for candidate in pool:
+                candidate.dense_norm = _normalised(candidate.cosine, bounds)
+        for candidate in pool:
+            candidate.relevance = self._relevance(candidate, options)
+        return pool
+
+    @staticmethod
+    def _relevance(c: _Candidate, options: RetrievalOptions) -> float:
+        if options.method == "dense":
+            return c.cosine
+        if options.method == "bm25":
+            return c.bm25_norm
+        if options.fusion == "rrf":
+            return sum(1.0 / (options.rrf_k + r) for r in (c.dense_rank, c.bm25_rank) if r is not None)
+        return options.dense_weight * c.dense_norm + (1 - options.dense_weight) * c.bm25_norm
+
+    # -------------------------------------------------------------- passages
+    @staticmethod
+    def _passages(candidates: list[_Candidate], top_k: int) -> list[_Passage]:
+        passages: list[_Passage] = []
+        seen_texts: set[str] = set()
+        for candidate in candidates:
+            chunk = candidate.chunk
+            owner = next((p for p in passages if p.touches(candidate.kb, chunk)), None)
+            if owner is not None:
+                owner.chunks[_ordinal(chunk)] = chunk
+                owner.hits.append(candidate)
+                continue
+            text_key = chunk.text.strip()
+            if text_key in seen_texts:
+                continue  # the same text from another file (or knowledge base) is shown once
+            if len(passages) == top_k:
+                continue
+            seen_texts.add(text_key)
+            passages.append(
+                _Passage(candidate.kb, chunk.doc, _piece(chunk), candidate, {_ordinal(chunk): chunk}, [candidate])
+            )
+        return _merge_touching(passages)
+
+    @staticmethod
+    def _expand(passages: list[_Passage], stores: dict[str, FaissStore], limit: int) -> list[_Passage]:
+        for passage in passages:
+            neighbours = {
+                _ordinal(c): c for c in stores[passage.kb].chunks_of(passage.doc) if _piece(c) == passage.piece
+            }
+            grown = True
+            while grown:
+                grown = False
+                for ordinal in (max(passage.chunks) + 1, min(passage.chunks) - 1):
+                    chunk = neighbours.get(ordinal)
+                    if chunk is None:
+                        continue
+                    trial = dict(passage.chunks)
+                    trial[ordinal] = chunk
+                    if len(replace(passage, chunks=trial).text()) <= limit:
+                        passage.chunks = trial
+                        grown = True
+        return _merge_touching(passages)
+
+
+def _merge_touching(passages: list[_Passage]) -> list[_Passage]:
+    """Merge passages of one piece whose chunks overlap or are neighbours (the better one absorbs)."""
+    merged: list[_Passage] = []
+    for passage in passages:
+        owner = next(
+            (
+                m
+                for m in merged
+                if m.kb == passage.kb
+                and m.doc == passage.doc
+                and m.piece == passage.piece
+                and min(m.chunks) - 1 <= max(passage.chunks)
+                and min(passage.chunks) <= max(m.chunks) + 1
+            ),
+            None,
+        )
+        if owner is None:
+            merged.append(passage)
+        else:
+            owner.chunks.update(passage.chunks)
+            owner.hits += passage.hits
+    return merged
+
+
+class KnowledgeBaseRetriever(BaseRetriever):
+    """LangChain's retriever interface over :class:`Retriever`.
+
+    ``invoke(question)`` returns ``Document``s whose metadata is the :class:`SearchHit` (without the
+    text); per-call options go as keywords: ``retriever.invoke(q, top_k=8, documents=["a.pdf"])``.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    engine: Retriever = Field(exclude=True)
+    knowledge_bases: list[str]
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        hits = self.engine.retrieve(query, self.knowledge_bases, **{**self.options, **kwargs})
+        return [hit_to_document(hit) for hit in hits]
+
+
+def hit_to_document(hit: SearchHit) -> Document:
+    meta = hit.to_dict()
+    text = meta.pop("text")
+    return Document(page_content=text, metadata=meta)
