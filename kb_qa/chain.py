@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from langchain_core.prompts import PromptTemplate
@@ -40,7 +40,6 @@ from kb_qa.llm.budget import fit_context
 from kb_qa.llm.chat_llm import ChatLLM
 from kb_qa.retrieval import Retriever
 
-Mode = Literal["kb", "search", "chat"]
 MODES = ("kb", "search", "chat")
 PROMPT_KEYS = ("system", "passage", "grounded", "rewrite", "no_answer")
 _CITATION = re.compile(r"[\[【](\d{1,3})[\]】]")
@@ -272,7 +271,18 @@ class QAChain:
         llm = self.llm
         started = time.perf_counter()
         if mode == "chat":
-            system, user, history = llm.system_prompt, state["question"], state["history"]
+            system, user = llm.system_prompt, state["question"]
+            budget = fit_context(
+                system=system,
+                question=user,
+                history=state["history"],
+                passages=[],
+                count=llm.backend.count_tokens,
+                window=llm.backend.context_window,
+                max_new_tokens=llm.params(**state["generation"]).max_new_tokens,
+            )
+            state["trace"]["notes"] += budget.notes
+            history = budget.history
         else:
             history, passages = state["trace"]["prompt"]
             system = prompts.system
@@ -295,7 +305,7 @@ class QAChain:
         self,
         question: str,
         *,
-        mode: Mode = "kb",
+        mode: str = "kb",
         knowledge_bases: Sequence[str] = (),
         history: object = None,
         retrieval: dict[str, Any] | None = None,

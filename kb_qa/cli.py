@@ -40,9 +40,15 @@ app = typer.Typer(
 kb_app = typer.Typer(help="Create, fill, update, search and delete knowledge bases.", no_args_is_help=True)
 models_app = typer.Typer(help="Provision and inspect the local models.", no_args_is_help=True)
 llm_app = typer.Typer(help="Inspect the chat model.", no_args_is_help=True)
+eval_app = typer.Typer(
+    help="Measure retrieval and answer quality on a question set (the layout of ../shared/data/eval/*; see "
+    "kb_qa/evaluation.py).",
+    no_args_is_help=True,
+)
 app.add_typer(kb_app, name="kb")
 app.add_typer(models_app, name="models")
 app.add_typer(llm_app, name="llm")
+app.add_typer(eval_app, name="eval")
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True)
@@ -81,12 +87,12 @@ def _print_json(data: object) -> None:
 class _Bar:
     """A rich progress bar with ETA, drawn on stderr (nothing when --json or not a terminal)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, unit: str = "files") -> None:
         self._progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("files"),
+            TextColumn(unit),
             TimeElapsedColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(),
@@ -110,6 +116,15 @@ class _Bar:
     def advance(self, step: int = 1, info: str = "") -> None:
         if self._task is not None:
             self._progress.update(self._task, advance=step, info=info[-50:])
+
+    def report(self, label: str, done: int, total: int) -> None:
+        """The evaluation harness's progress callback: one bar per label."""
+        if self._task is None or self._label != label:
+            self._label = label
+            self._task = self._progress.add_task(label, total=total, info="")
+        self._progress.update(self._task, completed=done)
+
+    _label = ""
 
 
 def _report(report: IngestReport, as_json: bool) -> None:
@@ -258,36 +273,84 @@ def kb_rebuild(
     _ingest(as_json, lambda bar: services.knowledge_bases.rebuild(name, directory, recreate=recreate, progress=bar))
 
 
+MethodOpt = Annotated[
+    str | None,
+    typer.Option("--method", help="hybrid (dense + BM25, fused), dense or bm25 (default: retrieval.method)."),
+]
+TopKOpt = Annotated[int | None, typer.Option("-k", "--top-k", min=1, max=100, help="Passages to return.")]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        min=-1.0,
+        max=1.0,
+        help="Minimum cosine similarity of question and passage (default: retrieval.score_threshold).",
+    ),
+]
+DocOpt = Annotated[
+    list[str] | None, typer.Option("--doc", help="Only search this document (as `kb files` names it); repeatable.")
+]
+ExpandOpt = Annotated[
+    int | None,
+    typer.Option("--expand", min=0, help="Grow each passage with its neighbours up to this many characters."),
+]
+
+
+def _retrieval_options(
+    top_k: int | None, threshold: float | None, method: str | None, docs: list[str] | None, expand: int | None
+) -> dict[str, Any]:
+    return {
+        "top_k": top_k,
+        "score_threshold": threshold,
+        "method": method,
+        "documents": docs or None,
+        "expand_chars": expand,
+    }
+
+
+def _print_passages(passages: list[dict[str, Any]]) -> None:
+    if not passages:
+        out.print("no passage passed the score threshold")
+    for rank, p in enumerate(passages, start=1):
+        where = (
+            p["document"]
+            + (f", page {p['page']}" if p["page"] else "")
+            + (f" — {p['heading']}" if p["heading"] else "")
+        )
+        relevance = f"  relevance {p['relevance']:.3f}" if p.get("relevance") is not None else ""
+        out.print(f"[bold][{rank}] score {p['score']:.3f}[/]{relevance}  {p['kb']}: {where}", highlight=False)
+        out.print("    " + p["text"].replace("\n", "\n    "), highlight=False, markup=False)
+
+
 @kb_app.command("search")
 def kb_search(
-    name: NameArg,
-    question: Annotated[str, typer.Argument(help="What to look for, in any language the model knows.")],
-    k: Annotated[int, typer.Option("-k", "--top-k", min=1, max=100, help="How many chunks to return.")] = 4,
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            "--threshold", min=-1.0, max=1.0, help="Minimum cosine similarity (default: retrieval.score_threshold)."
-        ),
-    ] = None,
+    names: Annotated[list[str], typer.Argument(help="Knowledge base(s), then the question (last argument).")],
+    k: TopKOpt = None,
+    threshold: ThresholdOpt = None,
+    method: MethodOpt = None,
+    docs: DocOpt = None,
+    expand: ExpandOpt = None,
     root: RootOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Rank a knowledge base's chunks by cosine similarity to a question (higher is closer)."""
+    """Find the passages that best match a question, without asking the model.
+
+    `kb-qa kb search handbook "年假可以顺延吗？"`; several knowledge bases: `kb search a b QUESTION`.
+    The score is the cosine similarity of question and passage (higher is closer); the order is the
+    method's relevance (see configs/settings.yaml, retrieval).
+    """
+    if len(names) < 2:
+        err.print("[bold red]error:[/] give a knowledge base and a question")
+        raise typer.Exit(2)
+    *kbs, question = names
     with _errors():
         services = _services(root, config)
-        if threshold is None:
-            threshold = services.settings.retrieval.score_threshold
-        hits = services.knowledge_bases.search(name, question, top_k=k, score_threshold=threshold)
+        hits = services.retriever.retrieve(question, kbs, **_retrieval_options(k, threshold, method, docs, expand))
     if as_json:
         _print_json([h.to_dict() for h in hits])
-        return
-    if not hits:
-        out.print("no chunk passed the score threshold")
-    for rank, hit in enumerate(hits, start=1):
-        where = hit.document + (f", page {hit.page}" if hit.page else "") + (f" — {hit.heading}" if hit.heading else "")
-        out.print(f"[bold]{rank}. score {hit.score:.3f}[/]  {where}", highlight=False)
-        out.print("   " + hit.text.replace("\n", "\n   "), highlight=False)
+    else:
+        _print_passages([h.to_dict() for h in hits])
 
 
 @models_app.command("provision")
@@ -354,23 +417,133 @@ def llm_info(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     out.print(table)
 
 
+KbOpt = Annotated[
+    list[str] | None,
+    typer.Option("--kb", help="Knowledge base to answer from; repeat for several.", show_default=False),
+]
+MaxTokensOpt = Annotated[int | None, typer.Option("--max-tokens", min=1, help="Longest answer in tokens.")]
+TemperatureOpt = Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0, help="0 = greedy.")]
+
+
+def _print_sources(sources: list[dict[str, Any]]) -> None:
+    for source in sources:
+        where = source["document"] + (f", page {source['page']}" if source["page"] else "")
+        mark = "*" if source.get("cited") else " "
+        out.print(
+            f" {mark}[{source['number']}] {source['kb']}: {where}  "
+            f"(score {source['score']:.3f}, chunk {source['chunk_id']})",
+            highlight=False,
+            markup=False,
+        )
+
+
+def _answer(
+    services: Services,
+    question: str,
+    *,
+    mode: str,
+    kbs: list[str],
+    history: list[dict[str, str]],
+    retrieval: dict[str, Any],
+    generation: dict[str, Any],
+    show: bool,
+) -> dict[str, Any]:
+    """Stream one answer to the terminal (when ``show``); returns the final record."""
+    final: dict[str, Any] = {}
+    for event in services.qa.stream(
+        question, mode=mode, knowledge_bases=kbs, history=history, retrieval=retrieval, generation=generation
+    ):
+        if event["event"] == "sources" and show and mode == "search":
+            if not event["sources"]:
+                out.print("no passage passed the score threshold")
+            for source in event["sources"]:
+                out.print(
+                    f"[bold][{source['number']}] score {source['score']:.3f}[/]  {source['kb']}: {source['document']}"
+                )
+                out.print("    " + source["text"].replace("\n", "\n    "), highlight=False, markup=False)
+        elif event["event"] == "delta" and show:
+            out.print(event["text"], end="", highlight=False, markup=False)
+        elif event["event"] == "final":
+            final = event["answer"]
+    if show and mode != "search":
+        out.print()
+        if final.get("sources"):
+            out.print("[dim]sources (* = cited):[/]")
+            _print_sources(final["sources"])
+        for note in final.get("notes", []):
+            out.print(f"[dim]note: {note}[/]", highlight=False)
+    return final
+
+
+@app.command("ask")
+def ask(
+    question: Annotated[str, typer.Argument(help="The question, in Chinese or English.")],
+    kbs: KbOpt = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(
+            "--mode",
+            help="kb: answer from the knowledge bases (default with --kb); search: passages only, no "
+            "model; chat: the model alone (default without --kb).",
+        ),
+    ] = None,
+    k: TopKOpt = None,
+    threshold: ThresholdOpt = None,
+    method: MethodOpt = None,
+    docs: DocOpt = None,
+    expand: ExpandOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
+    root: RootOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Answer one question from knowledge bases, citing the passages as [n] (streamed as it is written).
+
+    `kb-qa ask "年假可以顺延吗？" --kb handbook`. With no passage above the score threshold the
+    configured "no relevant information" answer is given without running the model.
+    """
+    with _errors():
+        services = _services(root, config)
+        final = _answer(
+            services,
+            question,
+            mode=mode or ("kb" if kbs else "chat"),
+            kbs=kbs or [],
+            history=[],
+            retrieval=_retrieval_options(k, threshold, method, docs, expand),
+            generation={"max_new_tokens": max_tokens, "temperature": temperature},
+            show=not as_json,
+        )
+    if as_json:
+        _print_json(final)
+
+
 @app.command("chat")
 def chat(
+    kbs: KbOpt = None,
     config: ConfigOpt = None,
-    system: Annotated[str | None, typer.Option("--system", help="System prompt (default: llm.system_prompt).")] = None,
-    max_tokens: Annotated[int | None, typer.Option("--max-tokens", min=1, help="Longest answer in tokens.")] = None,
-    temperature: Annotated[float | None, typer.Option("--temperature", min=0.0, max=2.0, help="0 = greedy.")] = None,
+    root: RootOpt = None,
+    k: TopKOpt = None,
+    threshold: ThresholdOpt = None,
+    method: MethodOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    temperature: TemperatureOpt = None,
 ) -> None:
-    """Chat with the configured model, with history. Type `clear` to empty the history, `stop` to quit."""
-    from kb_qa.llm.budget import fit_context
+    """Chat with history; with --kb, every answer comes from the knowledge bases with sources.
 
+    Follow-up questions ("and for managers?") are rewritten into standalone questions for the search
+    (qa.rewrite_followups). Type `clear` to empty the history, `stop` to quit.
+    """
     with _errors():
-        llm = _chat_llm(config)
+        services = _services(root, config)
+        llm = services.qa.llm
         llm.backend.context_window  # noqa: B018 - loads the model before the first prompt
     history: list[dict[str, str]] = []
     interactive = sys.stdin.isatty()
     if interactive:
-        out.print(f"[bold]{llm.backend.name}[/] — `clear` empties the history, `stop` quits.")
+        grounded = f" on {', '.join(kbs)}" if kbs else ""
+        out.print(f"[bold]{llm.backend.name}[/]{grounded} — `clear` empties the history, `stop` quits.")
     while True:
         try:
             question = input("\n用户 / you: " if interactive else "").strip()
@@ -384,30 +557,110 @@ def chat(
             continue
         if not question:
             continue
-        params = llm.params(max_new_tokens=max_tokens, temperature=temperature)
+        if interactive:
+            out.print(f"[bold]{llm.backend.name}:[/] ", end="")
         with _errors():
-            kept = fit_context(
-                system=llm.system_prompt if system is None else system,
-                question=question,
+            final = _answer(
+                services,
+                question,
+                mode="kb" if kbs else "chat",
+                kbs=kbs or [],
                 history=history,
-                passages=[],
-                count=llm.backend.count_tokens,
-                window=llm.backend.context_window,
-                max_new_tokens=params.max_new_tokens,
+                retrieval=_retrieval_options(k, threshold, method, None, None),
+                generation={"max_new_tokens": max_tokens, "temperature": temperature},
+                show=True,
             )
-            messages = llm.messages(question, kept.history, system)
-            if interactive:
-                out.print(f"[bold]{llm.backend.name}:[/] ", end="")
-            answer = []
-            for delta in llm.stream_text(messages, params):
-                answer.append(delta)
-                out.print(delta, end="", highlight=False, markup=False)
-            out.print()
-        history = [
-            *kept.history,
-            {"role": "user", "content": question},
-            {"role": "assistant", "content": "".join(answer)},
-        ]
+        history += [{"role": "user", "content": question}, {"role": "assistant", "content": final.get("answer", "")}]
+
+
+SetArg = Annotated[Path, typer.Argument(help="Question-set folder: corpus.jsonl, queries.jsonl, qrels/, docs/.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Where the JSON result and the markdown table are written.")]
+
+
+@contextmanager
+def _scratch_services(config: Path | None) -> Iterator[Services]:
+    """Services over a temporary knowledge-base root, so evaluation never touches real knowledge bases."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kbqa-eval-") as tmp:
+        yield build_services(load_settings(config, overrides={"paths": {"kb_root": tmp}}))
+
+
+def _write_result(out_dir: Path, stem: str, data: dict[str, Any], table: str, as_json: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out_dir / f"{stem}.md").write_text(table, encoding="utf-8")
+    if as_json:
+        _print_json(data)
+    else:
+        out.print(table, highlight=False, markup=False)
+        err.print(f"written: {out_dir / stem}.json and .md", highlight=False)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    set_dir: SetArg,
+    level: Annotated[
+        str,
+        typer.Option(
+            "--level", help="passage: rank the corpus passages; article: ingest docs/ through the normal pipeline."
+        ),
+    ] = "passage",
+    method: Annotated[str, typer.Option("--method", help="dense, bm25, hybrid, or all three side by side.")] = "all",
+    out_dir: OutOpt = Path("eval_results"),
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """hit@1/5/10, MRR@10 and nDCG@10 of dense, BM25 and hybrid retrieval on a question set."""
+    from kb_qa.evaluation import METHODS, build_article_kb, evaluate_retrieval, load_set
+
+    if level not in ("passage", "article"):
+        err.print(f"[bold red]error:[/] --level must be passage or article, not {level!r}")
+        raise typer.Exit(2)
+    if method not in (*METHODS, "all"):
+        err.print(f"[bold red]error:[/] --method must be dense, bm25, hybrid or all, not {method!r}")
+        raise typer.Exit(2)
+    methods = METHODS if method == "all" else (method,)
+    with _errors(), _scratch_services(config) as services, _Bar(enabled=not as_json, unit="") as bar:
+        data = load_set(set_dir)
+        if level == "article":
+            build_article_kb(services.knowledge_bases, data, "eval", progress=bar)
+        result = evaluate_retrieval(
+            data, services.retriever, methods=methods, level=level, knowledge_base="eval", progress=bar.report
+        )
+    _write_result(out_dir, f"{data.name}-retrieval-{level}", result.to_dict(), result.markdown(), as_json)
+
+
+@eval_app.command("answers")
+def eval_answers(
+    set_dir: SetArg,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Questions to ask (spread over the set).")] = 50,
+    threshold: ThresholdOpt = None,
+    max_tokens: MaxTokensOpt = 96,
+    out_dir: OutOpt = Path("eval_results"),
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """EM/F1 (SQuAD's or CMRC 2018's), answers containing a gold answer, and unanswerable questions declined.
+
+    The set's docs/ are ingested into a temporary knowledge base and every question goes through the
+    whole chain (retrieval, prompt, the configured LLM, greedy decoding).
+    """
+    from kb_qa.evaluation import build_article_kb, evaluate_answers, load_set
+
+    with _errors(), _scratch_services(config) as services, _Bar(enabled=not as_json, unit="") as bar:
+        data = load_set(set_dir)
+        build_article_kb(services.knowledge_bases, data, "eval", progress=bar)
+        result = evaluate_answers(
+            data,
+            services.qa,
+            "eval",
+            limit=limit,
+            generation={"max_new_tokens": max_tokens},
+            retrieval={"score_threshold": threshold},
+            progress=bar.report,
+        )
+    _write_result(out_dir, f"{data.name}-answers", result.to_dict(), result.markdown(), as_json)
 
 
 @app.callback()

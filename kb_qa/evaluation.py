@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from kb_qa.domain import SearchHit
-from kb_qa.errors import DocumentRejected
+from kb_qa.errors import DocumentRejected, KbQaError
 from kb_qa.retrieval import RetrievalOptions, Retriever
 from vector_store import FaissStore
 
@@ -346,19 +346,25 @@ class ArticleJudge:
 
         self.spans: dict[str, tuple[str, object, int, int]] = {}
         passages = {p["_id"]: p for p in data.corpus}
-        pieces: dict[str, list[Any]] = {}
+        files = sorted((data.folder / "docs").rglob("*.txt")) if (data.folder / "docs").is_dir() else []
+        keys = {path: path.relative_to(data.folder / "docs").as_posix() for path in files}
+        loaded: dict[Path, list[Any]] = {}
         for query in data.queries:
             gold = passages.get(query.gold_doc)
-            if gold is None or query.gold_doc in self.spans or not query.article:
+            if gold is None or query.gold_doc in self.spans:
                 continue
-            name = f"{query.article}.txt"
-            if name not in pieces:
-                path = data.folder / "docs" / name
-                pieces[name] = load_file(path) if path.is_file() else []
-            for piece in pieces[name]:
-                at = piece.page_content.find(gold["text"].strip())
-                if at >= 0:
-                    self.spans[query.gold_doc] = (name, piece.metadata.get("page"), at, at + len(gold["text"].strip()))
+            text = gold["text"].strip()
+            # the article's file first (file names replace characters such as "·" and spaces with "_"),
+            # then every file: the passage itself says where it is
+            safe = re.sub(r"[\s·/\\:*?\"<>|]", "_", query.article)
+            ordered = sorted(files, key=lambda path: path.stem not in (query.article, safe))
+            for path in ordered:
+                if path not in loaded:
+                    loaded[path] = load_file(path)
+                found = next(((p, p.page_content.find(text)) for p in loaded[path] if text in p.page_content), None)
+                if found is not None:
+                    piece, at = found
+                    self.spans[query.gold_doc] = (keys[path], piece.metadata.get("page"), at, at + len(text))
                     break
 
     def __call__(self, query: Query, relevant: set[str], hits: Sequence[SearchHit]) -> list[str]:
@@ -404,3 +410,142 @@ def _rank_all(
                 progress(f"ranking ({method})", i + 1, len(queries))
         results[method] = ranking_metrics(ranks, ndcgs)
     return results
+
+
+# ------------------------------------------------------------------ articles
+def build_article_kb(knowledge_bases: Any, data: EvalSet, name: str, progress: Any = None) -> None:
+    """Ingest the set's docs/ folder into knowledge base ``name`` through the normal pipeline."""
+    docs = data.folder / "docs"
+    if not docs.is_dir():
+        raise DocumentRejected(f"{data.folder} has no docs/ folder for article-level evaluation")
+    try:
+        knowledge_bases.get(name)
+    except KbQaError:
+        knowledge_bases.create(name, f"evaluation set {data.name}")
+    report = knowledge_bases.rebuild(name, docs, progress=progress)
+    if report.failed:
+        failed = ", ".join(f"{o.path} ({o.error})" for o in report.failed[:3])
+        raise DocumentRejected(f"{len(report.failed)} file(s) of {docs} could not be ingested: {failed}")
+
+
+# ------------------------------------------------------------------- answers
+_DECLINES = (
+    "cannot find", "can't find", "could not find", "couldn't find", "not mentioned", "no information",
+    "does not say", "doesn't say", "not provided", "not stated", "unable to answer", "cannot answer",
+    "无法回答", "找不到", "没有提到", "未提及", "没有相关", "无相关", "不知道",
+)  # fmt: skip
+
+
+def declines(text: str, no_answer: str) -> bool:
+    """The answer says the knowledge base does not hold the answer (the configured text, or a usual phrase)."""
+    lowered = text.lower()
+    return no_answer.strip().lower() in lowered or any(phrase in lowered for phrase in _DECLINES)
+
+
+@dataclass
+class AnswerResult:
+    set: str
+    answered: dict[str, float]
+    unanswerable: dict[str, float]
+    model: str
+    seconds: float
+    examples: list[dict[str, Any]]
+    settings: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "set": self.set,
+            "model": self.model,
+            "answered": self.answered,
+            "unanswerable": self.unanswerable,
+            "seconds": round(self.seconds, 1),
+            "settings": self.settings,
+            "examples": self.examples,
+        }
+
+    def markdown(self) -> str:
+        a = self.answered
+        lines = [
+            f"**{self.set}**, answers by {self.model}, {int(a.get('questions', 0))} questions\n",
+            "| EM | F1 | contains gold | gold in sources | declined (answerable) |",
+            "|---|---|---|---|---|",
+            f"| {a['em']:.1f} | {a['f1']:.1f} | {a['contains']:.3f} | {a['retrieved']:.3f} | {a['declined']:.3f} |",
+        ]
+        if self.unanswerable.get("questions"):
+            u = self.unanswerable
+            lines += [
+                "",
+                f"unanswerable questions: {int(u['questions'])}, correctly declined {u['declined']:.3f} "
+                f"(by the score threshold, without the model: {u['declined_by_threshold']:.3f})",
+            ]
+        return "\n".join(lines) + "\n"
+
+
+def _spread(items: Sequence[Query], limit: int) -> list[Query]:
+    """``limit`` items spread evenly over the list (so every article is represented)."""
+    if limit >= len(items):
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
+
+
+def evaluate_answers(
+    data: EvalSet,
+    qa: Any,
+    knowledge_base: str,
+    *,
+    limit: int = 50,
+    generation: dict[str, Any] | None = None,
+    retrieval: dict[str, Any] | None = None,
+    progress: Progress = _no_progress,
+) -> AnswerResult:
+    """Ask ``limit`` answerable (and up to ``limit`` unanswerable) questions and score the answers.
+
+    EM/F1 use SQuAD's definition for an English set and CMRC 2018's for a Chinese one.
+    """
+    started = time.perf_counter()
+    chinese = data.chinese
+    em, f1 = (cmrc_em, cmrc_f1) if chinese else (squad_em, squad_f1)
+    generation = {"temperature": 0.0, "max_new_tokens": 96, **(generation or {})}
+    answerable = [q for q in data.queries if q.answers]
+    if not answerable:
+        raise DocumentRejected(f"{data.folder}: no question has gold answers")
+    totals: dict[str, float] = {"em": 0.0, "f1": 0.0, "contains": 0.0, "retrieved": 0.0, "declined": 0.0}
+    examples: list[dict[str, Any]] = []
+    model = ""
+    chosen = _spread(answerable, limit)
+    for i, query in enumerate(chosen):
+        answer = qa.ask(query.text, mode="kb", knowledge_bases=[knowledge_base], generation=generation,
+                        retrieval=retrieval)  # fmt: skip
+        model = answer.models.get("llm", model)
+        no_answer = qa.prompts[answer.language].no_answer
+        totals["em"] += em(answer.answer, query.answers)
+        totals["f1"] += f1(answer.answer, query.answers)
+        totals["contains"] += contains_answer(answer.answer, query.answers)
+        totals["retrieved"] += any(contains_answer(s.text, query.answers) for s in answer.sources)
+        totals["declined"] += answer.declined or declines(answer.answer, no_answer)
+        if len(examples) < 5:
+            examples.append({"question": query.text, "gold": query.answers, "answer": answer.answer})
+        progress("answering", i + 1, len(chosen))
+    n = len(chosen)
+    answered = {k: round(v / n * (100 if k in ("em", "f1") else 1), 3) for k, v in totals.items()}
+    answered["questions"] = n
+    unanswerable: dict[str, float] = {"questions": 0}
+    if data.unanswerable:
+        refused = by_threshold = 0
+        chosen_u = _spread(data.unanswerable, limit)
+        for i, query in enumerate(chosen_u):
+            answer = qa.ask(query.text, mode="kb", knowledge_bases=[knowledge_base], generation=generation,
+                            retrieval=retrieval)  # fmt: skip
+            no_answer = qa.prompts[answer.language].no_answer
+            refused += answer.declined or declines(answer.answer, no_answer)
+            by_threshold += answer.declined
+            progress("unanswerable", i + 1, len(chosen_u))
+        m = len(chosen_u)
+        unanswerable = {
+            "questions": m,
+            "declined": round(refused / m, 3),
+            "declined_by_threshold": round(by_threshold / m, 3),
+        }
+    settings = {"metric": "cmrc2018" if chinese else "squad", "generation": generation, "retrieval": retrieval or {}}
+    return AnswerResult(data.name, answered, unanswerable, model, time.perf_counter() - started, examples, settings)

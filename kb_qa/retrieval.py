@@ -16,10 +16,11 @@ list.
 (the best chunk gets 1, the ``candidates``-th 0, anything below 0), then
 ``relevance = dense_weight * dense + (1 - dense_weight) * bm25``. Unlike reciprocal-rank fusion it
 keeps how far apart the scores are: a passage that wins clearly on keywords and is merely good on
-meaning still wins. ``rrf``: ``sum 1 / (rrf_k + rank)`` over the two lists. Cosines are comparable
-across knowledge bases and are normalised together; BM25 scores are not (each index has its own
-statistics), so they are normalised per knowledge base. docs/evaluation.md has the measurements
-behind the defaults.
+meaning still wins. ``rrf``: ``sum 1 / (rrf_k + rank)`` over the two lists. With several knowledge
+bases, each signal's lists are merged before normalising and ranking (cosines are comparable across
+knowledge bases; BM25's idf differs by corpus, which is close enough in practice and far better than
+normalising each knowledge base on its own, which would lift a knowledge base's best weak match to
+1). docs/evaluation.md has the measurements behind the defaults.
 
 **Passages.** Chunks of the same piece (page) of a document that overlap or are neighbours are
 merged into one passage, duplicate texts are dropped, and with ``expand_chars`` each passage grows
@@ -229,7 +230,9 @@ def _bounds(best_first: Sequence[float], wanted: int) -> tuple[float, float]:
 
 def _normalised(value: float, bounds: tuple[float, float]) -> float:
     low, high = bounds
-    return max(0.0, (value - low) / (high - low)) if high > low else 1.0
+    if high > low:
+        return max(0.0, (value - low) / (high - low))
+    return 1.0 if value >= high and value > 0 else 0.0  # one distinct score: the listed ones are the best
 
 
 class Retriever:
@@ -303,6 +306,8 @@ class Retriever:
         use_bm25 = options.method in ("bm25", "hybrid")
         pool: list[_Candidate] = []
         dense_scores: list[float] = []
+        keyword_scores: list[float] = []
+        keyword_ranks: list[tuple[float, _Candidate]] = []
         for kb, store in stores.items():
             docs = list(options.documents) if options.documents is not None else None
             dense = store.search(vector, n, docs=docs) if use_dense else []
@@ -312,31 +317,35 @@ class Retriever:
                 allowed = np.array([i for d in docs for i in store.chunk_ids(d)], np.int64)
                 bm25 = np.where(np.isin(ids, allowed), bm25, 0)
             keyword = keyword_top_k(ids, bm25, n)
+            keyword_scores += [score for _, score in keyword]
             by_id: dict[int, _Candidate] = {}
-            for rank, hit in enumerate(dense, 1):
-                by_id[hit.chunk.id] = _Candidate(kb, hit.chunk, hit.score, 0.0, dense_rank=rank)
+            for hit in dense:
+                by_id[hit.chunk.id] = _Candidate(kb, hit.chunk, hit.score, 0.0, dense_rank=0)
             missing = [chunk_id for chunk_id, _ in keyword if chunk_id not in by_id]
             for chunk_id, cosine in zip(missing, store.similarities(vector, missing), strict=True):
                 chunk = store.get(chunk_id)
                 if chunk is not None:
                     by_id[chunk_id] = _Candidate(kb, chunk, float(cosine), 0.0)
             if use_bm25 and by_id:
-                bounds = _bounds([s for _, s in keyword] + [0.0], n)
-                ranks = {chunk_id: rank for rank, (chunk_id, _) in enumerate(keyword, 1)}
+                listed = {chunk_id for chunk_id, _ in keyword}
                 exact = store.keywords.lookup(list(by_id), bm25)
                 for candidate, score in zip(by_id.values(), exact, strict=True):
                     candidate.bm25 = float(score)
-                    candidate.bm25_rank = ranks.get(candidate.chunk.id)
-                    candidate.bm25_norm = _normalised(candidate.bm25, bounds)
+                    if candidate.chunk.id in listed:
+                        keyword_ranks.append((candidate.bm25, candidate))
             pool += by_id.values()
-        if use_dense and pool:
-            # cosines are comparable across knowledge bases: one list, one normalisation, one ranking
-            bounds = _bounds(sorted(dense_scores, reverse=True), n)
-            ranked = sorted((c for c in pool if c.dense_rank is not None), key=lambda c: -c.cosine)
-            for rank, candidate in enumerate(ranked, 1):
-                candidate.dense_rank = rank if rank <= n else None
-            for candidate in pool:
-                candidate.dense_norm = _normalised(candidate.cosine, bounds)
+        # one list per signal across knowledge bases: one normalisation, one ranking. Cosines are
+        # comparable across knowledge bases; BM25's idf depends on each corpus, close enough in practice
+        dense_bounds = _bounds(sorted(dense_scores, reverse=True), n)
+        keyword_bounds = _bounds([*sorted(keyword_scores, reverse=True), 0.0], n)
+        ranked = sorted((c for c in pool if c.dense_rank is not None), key=lambda c: -c.cosine)
+        for rank, candidate in enumerate(ranked, 1):
+            candidate.dense_rank = rank if rank <= n else None
+        for rank, (_, candidate) in enumerate(sorted(keyword_ranks, key=lambda pair: -pair[0]), 1):
+            candidate.bm25_rank = rank if rank <= n else None
+        for candidate in pool:
+            candidate.dense_norm = _normalised(candidate.cosine, dense_bounds) if use_dense else 0.0
+            candidate.bm25_norm = _normalised(candidate.bm25, keyword_bounds) if use_bm25 else 0.0
         for candidate in pool:
             candidate.relevance = self._relevance(candidate, options)
         return pool
@@ -357,6 +366,8 @@ class Retriever:
         passages: list[_Passage] = []
         seen_texts: set[str] = set()
         for candidate in candidates:
+            if len(passages) == top_k:
+                break  # lower-ranked chunks neither add passages nor grow the chosen ones
             chunk = candidate.chunk
             owner = next((p for p in passages if p.touches(candidate.kb, chunk)), None)
             if owner is not None:
@@ -366,8 +377,6 @@ class Retriever:
             text_key = chunk.text.strip()
             if text_key in seen_texts:
                 continue  # the same text from another file (or knowledge base) is shown once
-            if len(passages) == top_k:
-                continue
             seen_texts.add(text_key)
             passages.append(
                 _Passage(candidate.kb, chunk.doc, _piece(chunk), candidate, {_ordinal(chunk): chunk}, [candidate])
