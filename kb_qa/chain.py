@@ -262,6 +262,7 @@ class QAChain:
             state.update(chunk)
         mode = state["mode"]
         if mode == "search":
+            yield ""  # retrieval only: the answer is empty, never missing
             return
         prompts = self.prompts[state["language"]]
         if mode == "kb" and not state["passages"]:

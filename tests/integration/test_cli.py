@@ -138,3 +138,101 @@ def test_models_provision_prepares_both_bundled_models() -> None:
     info = json.loads(result.stdout)
     assert info["embedding"]["model"] == "multilingual-e5-small" and info["embedding"]["dimension"] == 384
     assert info["chat"]["name"] == "SmolLM2-135M-Instruct"
+
+
+def _tiny_set(folder: Path) -> Path:
+    """A question set in the shared layout: three passages of one article, three questions."""
+    passages = [
+        "The Aurora project started in 2019 in Lyon. Its first prototype flew in March 2020.",
+        "Aurora's battery lasts eleven hours. It is charged by a folding solar panel.",
+        "The team behind Aurora has forty engineers and is led by Mina Okafor.",
+    ]
+    (folder / "docs").mkdir(parents=True)
+    (folder / "qrels").mkdir()
+    (folder / "docs" / "Aurora.txt").write_text("\n\n".join(passages), encoding="utf-8")
+    corpus = [{"_id": f"p{i}", "title": "Aurora", "text": text} for i, text in enumerate(passages)]
+    queries = [
+        {"_id": "q0", "text": "When did the first Aurora prototype fly?", "answers": ["March 2020"], "gold_doc": "p0"},
+        {"_id": "q1", "text": "How long does the battery last?", "answers": ["eleven hours"], "gold_doc": "p1"},
+        {"_id": "q2", "text": "Who leads the Aurora team?", "answers": ["Mina Okafor"], "gold_doc": "p2"},
+    ]
+    for q in queries:
+        q["article"] = "Aurora"
+    (folder / "corpus.jsonl").write_text("\n".join(json.dumps(c) for c in corpus), encoding="utf-8")
+    (folder / "queries.jsonl").write_text("\n".join(json.dumps(q) for q in queries), encoding="utf-8")
+    (folder / "queries_unanswerable.jsonl").write_text(
+        json.dumps({"_id": "u0", "text": "What colour is the Aurora logo?", "answers": [], "article": "Aurora"}),
+        encoding="utf-8",
+    )
+    (folder / "qrels" / "dev.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\tp{i}\t1\n" for i in range(3)), encoding="utf-8"
+    )
+    return folder
+
+
+def test_search_and_ask_from_the_command_line(cli: CliRunner, samples_copy: Path) -> None:
+    assert run(cli, "kb", "rebuild", "hb", "--dir", str(samples_copy), "--create")[0] == 0
+    code, output = run(cli, "kb", "search", "hb", "How often must passwords be changed?", "--json", "--method",
+                       "bm25", "--doc", "employee-handbook.md", "-k", "2")  # fmt: skip
+    hits = json.loads(output)
+    assert code == 0 and len(hits) == 2 and {h["document"] for h in hits} == {"employee-handbook.md"}
+    code, output = run(cli, "kb", "search", "hb", "年假可以顺延吗？")
+    assert code == 0 and "score" in output and "员工手册.md" in output
+    code, output = run(cli, "ask", "年假可以顺延吗？", "--kb", "hb", "--mode", "search", "--json")
+    record = json.loads(output)
+    assert code == 0 and record["answer"] == "" and record["sources"][0]["document"] == "员工手册.md"
+    code, output = run(cli, "ask", "年假可以顺延吗？", "--kb", "hb", "--threshold", "0.999")
+    assert code == 0 and "根据知识库中的信息无法回答该问题。" in output
+    code, output = run(cli, "kb", "search", "nope", "question")
+    assert code == 2 and "does not exist" in output
+    code, output = run(cli, "ask", "question", "--kb", "hb", "--method", "fuzzy")
+    assert code == 2 and "method must be hybrid, dense or bm25" in output
+
+
+def test_eval_retrieval_and_answers_on_a_set(cli: CliRunner, tmp_path: Path) -> None:
+    folder = _tiny_set(tmp_path / "aurora")
+    out = tmp_path / "results"
+    code, output = run(cli, "eval", "retrieval", str(folder), "--json", "--out", str(out))
+    assert code == 0, output
+    result = json.loads(output)
+    assert result["level"] == "passage" and result["queries"] == 3 and set(result["methods"]) == {
+        "dense", "bm25", "hybrid"
+    }  # fmt: skip
+    assert result["methods"]["hybrid"]["hit@5"] == 1.0
+    assert (out / "aurora-retrieval-passage.json").is_file()
+    assert "| hybrid |" in (out / "aurora-retrieval-passage.md").read_text(encoding="utf-8")
+    code, output = run(cli, "eval", "retrieval", str(folder), "--level", "article", "--method", "hybrid", "--json",
+                       "--out", str(out))  # fmt: skip
+    article = json.loads(output)
+    assert code == 0 and list(article["methods"]) == ["hybrid"] and article["methods"]["hybrid"]["hit@1"] == 1.0
+    code, output = run(cli, "eval", "answers", str(folder), "--limit", "2", "--max-tokens", "16", "--json",
+                       "--out", str(out))  # fmt: skip
+    answers = json.loads(output)
+    assert code == 0, output
+    assert answers["answered"]["questions"] == 2 and answers["unanswerable"]["questions"] == 1
+    assert answers["settings"]["metric"] == "squad" and 0 <= answers["answered"]["f1"] <= 100
+    assert answers["answered"]["retrieved"] == 1.0  # the gold answer was in the sources every time
+    code, output = run(cli, "eval", "retrieval", str(tmp_path / "missing"))
+    assert code == 2 and "corpus.jsonl is missing" in output
+    code, output = run(cli, "eval", "retrieval", str(folder), "--level", "chapter")
+    assert code == 2 and "--level must be passage or article" in output
+
+
+@pytest.mark.shared_data
+def test_eval_retrieval_meets_the_cmrc_target(cli: CliRunner, shared_data: Path, tmp_path: Path) -> None:
+    code, output = run(cli, "eval", "retrieval", str(shared_data / "eval" / "cmrc2018-trial"), "--json", "--out",
+                       str(tmp_path))  # fmt: skip
+    assert code == 0, output
+    methods = json.loads(output)["methods"]
+    assert methods["hybrid"]["hit@1"] >= 0.975
+    for metric in ("hit@1", "mrr@10"):
+        assert methods["hybrid"][metric] > max(methods["dense"][metric], methods["bm25"][metric])
+
+
+def test_grounded_chat_keeps_history(cli: CliRunner, samples_copy: Path, kb_root: Path) -> None:
+    assert run(cli, "kb", "rebuild", "hb", "--dir", str(samples_copy), "--create")[0] == 0
+    script = "How often must passwords be changed?\nAnd how long must they be?\nstop\n"
+    result = main_py("chat", "--kb", "hb", "--temperature", "0", "--max-tokens", "16", stdin=script,
+                     KBQA_KB_ROOT=str(kb_root))  # fmt: skip
+    assert result.stdout.count("sources (* = cited):") == 2
+    assert "employee-handbook.md" in result.stdout

@@ -1,0 +1,207 @@
+"""The QA chain end to end: real embedding model, real FAISS + BM25, the real bundled SmolLM2.
+
+The model's messages are recorded by wrapping the real backend's ``stream`` (a spy: the model
+still runs), so the tests can check what the prompt held and how often the model was called.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kb_qa.chain import PromptSet, cited_numbers, question_language
+from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.errors import ConfigError, DocumentRejected
+from kb_qa.llm import ChatLLM
+from kb_qa.llm.factory import build_backend
+from kb_qa.llm.transformers_backend import TransformersBackend
+from kb_qa.services import Services, build_services
+from kb_qa.settings import PROJECT_DIR, load_settings
+from loaders import load_file
+
+pytestmark = pytest.mark.integration
+
+EN = "How often must passwords be changed?"
+ZH = "年假没休完可以顺延到明年吗？"
+
+
+@pytest.fixture(scope="module")
+def backend() -> TransformersBackend:
+    built = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
+    assert isinstance(built, TransformersBackend)
+    return built.load()
+
+
+class Spy:
+    """Records every message list the real backend is asked to continue."""
+
+    def __init__(self, backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[list[dict[str, str]]] = []
+        real = backend.stream
+
+        def stream(messages: list[dict[str, str]], params: Any, cancel: threading.Event) -> Iterator[str]:
+            self.calls.append([dict(m) for m in messages])
+            return real(messages, params, cancel)
+
+        monkeypatch.setattr(backend, "stream", stream)
+
+
+@pytest.fixture()
+def spy(backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch) -> Spy:
+    return Spy(backend, monkeypatch)
+
+
+def make_services(
+    kb_root: Path, embeddings: SentenceTransformerEmbeddings, llm: Any, samples: Path | None, **qa: Any
+) -> Services:
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}, "qa": qa})
+    services = build_services(settings, embeddings=embeddings, llm=llm)
+    if samples is not None:
+        services.knowledge_bases.create("hb")
+        services.knowledge_bases.rebuild("hb", samples)
+    return services
+
+
+@pytest.fixture()
+def qa(kb_root: Path, embeddings: SentenceTransformerEmbeddings, backend: TransformersBackend, samples_copy: Path,
+       spy: Spy) -> Services:  # fmt: skip
+    llm = ChatLLM(backend=backend, temperature=0.0, max_new_tokens=24)
+    return make_services(kb_root, embeddings, lambda: llm, samples_copy)
+
+
+def test_grounded_answer_streams_sources_then_text_then_the_record(qa: Services, spy: Spy) -> None:
+    events = list(qa.qa.stream(EN, knowledge_bases=["hb"]))
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "sources" and kinds[-1] == "final" and set(kinds[1:-1]) == {"delta"}
+    final = events[-1]["answer"]
+    assert final["answer"] == "".join(e["text"] for e in events[1:-1]) and final["answer"].strip()
+    assert events[0]["sources"] == final["sources"]
+    first = final["sources"][0]
+    assert first["number"] == 1 and first["document"] == "employee-handbook.md" and "every 90 days" in first["text"]
+    assert {"retrieval_ms", "generation_ms", "first_token_ms", "total_ms"} <= set(final["timings"])
+    assert final["models"] == {"embedding": qa.embeddings.name, "llm": "SmolLM2-135M-Instruct"}
+    # one model call; its prompt numbers the passages in the order of the sources and asks for [n]
+    assert len(spy.calls) == 1
+    system, user = spy.calls[0][0], spy.calls[0][-1]
+    assert system["role"] == "system" and "[1], [2]" in system["content"]
+    positions = [user["content"].index(f"[{s['number']}] ({s['document']}") for s in final["sources"]]
+    assert positions == sorted(positions)
+    assert all(s["text"] in user["content"] for s in final["sources"])
+    assert user["content"].rstrip().endswith(EN)
+
+
+def test_sources_point_at_their_chunks_and_citations_are_marked(qa: Services, samples_copy: Path) -> None:
+    answer = qa.qa.ask(ZH, knowledge_bases=["hb"], retrieval={"top_k": 3})
+    store = qa.knowledge_bases.reader("hb")
+    for source in answer.sources:
+        chunk = store.get(source.chunk_id)
+        assert chunk is not None and chunk.doc == source.document and chunk.text in source.text
+        if source.document.endswith(".md") and len(source.chunk_ids) == 1:
+            piece = load_file(samples_copy / source.document)[chunk.metadata["piece"]]
+            assert piece.page_content[source.start : source.end] == source.text
+    cited = cited_numbers(answer.answer)
+    assert [s.cited for s in answer.sources] == [s.number in cited for s in answer.sources]
+    assert cited_numbers("见[1]和【3】，以及 [12]") == {1, 3, 12}
+
+
+def test_no_passage_above_the_threshold_answers_without_the_model(
+    kb_root: Path, embeddings: SentenceTransformerEmbeddings, samples_copy: Path
+) -> None:
+    def never() -> ChatLLM:
+        raise AssertionError("the LLM must not be loaded or called")
+
+    services = make_services(kb_root, embeddings, never, samples_copy)
+    zh = services.qa.ask(ZH, knowledge_bases=["hb"], retrieval={"score_threshold": 0.999})
+    assert zh.declined and zh.answer == "根据知识库中的信息无法回答该问题。" and zh.sources == []
+    en = services.qa.ask(EN, knowledge_bases=["hb"], retrieval={"score_threshold": 0.999})
+    assert en.declined and en.answer.startswith("I could not find") and "llm" not in en.models
+    # retrieval-only mode never needs the model either
+    found = services.qa.ask(EN, mode="search", knowledge_bases=["hb"])
+    assert found.answer == "" and found.sources and "every 90 days" in found.sources[0].text
+
+
+def test_history_reaches_the_model_and_old_turns_are_dropped(
+    kb_root: Path, embeddings: SentenceTransformerEmbeddings, backend: TransformersBackend, samples_copy: Path,
+    spy: Spy,
+) -> None:  # fmt: skip
+    llm = ChatLLM(backend=backend, temperature=0.0, max_new_tokens=16)
+    services = make_services(kb_root, embeddings, lambda: llm, samples_copy, history_turns=2, rewrite_followups=False)
+    history = [[f"question {i}", f"answer {i}"] for i in range(5)]
+    answer = services.qa.ask(EN, knowledge_bases=["hb"], history=history)
+    assert answer.query == EN  # no rewrite when it is off
+    (messages,) = spy.calls
+    contents = [m["content"] for m in messages[1:-1]]
+    assert contents == ["question 3", "answer 3", "question 4", "answer 4"]
+    # the same in plain chat mode, with role messages
+    spy.calls.clear()
+    services.qa.ask("And what did I ask first?", mode="chat", history=[{"role": "user", "content": "question 4"},
+                    {"role": "assistant", "content": "answer 4"}])  # fmt: skip
+    sent = [m["content"] for m in spy.calls[0] if m["role"] != "system"]
+    assert sent == ["question 4", "answer 4", "And what did I ask first?"]
+
+
+def test_a_follow_up_is_rewritten_for_retrieval(qa: Services, spy: Spy) -> None:
+    history = [["How often must passwords be changed?", "Every 90 days [1]."]]
+    answer = qa.qa.ask("How long must they be?", knowledge_bases=["hb"], history=history)
+    assert len(spy.calls) == 2  # the rewrite, then the answer
+    rewrite_prompt = spy.calls[0][-1]["content"]
+    assert "Follow-up question: How long must they be?" in rewrite_prompt
+    assert "How often must passwords be changed?" in rewrite_prompt
+    assert answer.query and "rewrite_ms" in answer.timings
+    # the answer prompt still asks the question as the user asked it
+    assert spy.calls[1][-1]["content"].rstrip().endswith("How long must they be?")
+
+
+def test_plain_chat_mode_uses_no_knowledge_base(qa: Services, spy: Spy) -> None:
+    answer = qa.qa.ask("What is the capital of France?", mode="chat")
+    assert "Paris" in answer.answer and answer.sources == [] and "retrieval_ms" not in answer.timings
+    assert spy.calls[0][-1]["content"] == "What is the capital of France?"
+
+
+def test_prompt_language_follows_the_question_or_the_setting(
+    kb_root: Path, embeddings: SentenceTransformerEmbeddings, backend: TransformersBackend, samples_copy: Path,
+    spy: Spy,
+) -> None:  # fmt: skip
+    llm = ChatLLM(backend=backend, temperature=0.0, max_new_tokens=8)
+    auto = make_services(kb_root, embeddings, lambda: llm, samples_copy)
+    assert auto.qa.ask(ZH, knowledge_bases=["hb"]).language == "zh"
+    assert "编号资料" in spy.calls[-1][0]["content"] and "资料：" in spy.calls[-1][-1]["content"]
+    fixed = make_services(kb_root.parent / "kb2", embeddings, lambda: llm, samples_copy, language="en")
+    assert fixed.qa.ask(ZH, knowledge_bases=["hb"]).language == "en"
+    assert "Passages:" in spy.calls[-1][-1]["content"]
+    assert question_language("What does 年假 mean?") == "en" and question_language("年假是什么 API?") == "zh"
+
+
+def test_passages_that_do_not_fit_the_window_are_not_sources(
+    qa: Services, backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = qa.qa.ask(ZH, mode="search", knowledge_bases=["hb"], retrieval={"top_k": 6})
+    monkeypatch.setattr(type(backend), "context_window", property(lambda self: 420))
+    tight = qa.qa.ask(ZH, knowledge_bases=["hb"], retrieval={"top_k": 6}, generation={"max_new_tokens": 8})
+    assert 0 < len(tight.sources) < len(full.sources)
+    assert any("lowest-ranked passage" in note for note in tight.notes)
+
+
+def test_the_lcel_chain_and_bad_requests(qa: Services) -> None:
+    out = qa.qa.runnable().invoke({"question": EN, "mode": "search", "knowledge_bases": ["hb"]})
+    assert out["query"] == EN and out["answer"] == "" and "every 90 days" in out["passages"][0].text
+    with pytest.raises(DocumentRejected, match="empty"):
+        qa.qa.ask("   ", knowledge_bases=["hb"])
+    with pytest.raises(DocumentRejected, match="at least one knowledge base"):
+        qa.qa.ask(EN)
+    with pytest.raises(DocumentRejected, match="mode must be one of"):
+        qa.qa.ask(EN, mode="poem", knowledge_bases=["hb"])
+
+
+def test_prompt_files_are_checked(tmp_path: Path) -> None:
+    good = (PROJECT_DIR / "configs" / "prompts" / "en.yaml").read_text(encoding="utf-8")
+    (tmp_path / "en.yaml").write_text(good.replace("no_answer:", "not_the_key:"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="no_answer"):
+        PromptSet.load(tmp_path / "en.yaml")
+    (tmp_path / "en.yaml").write_text(good.replace("{context}", "(nothing)"), encoding="utf-8")
+    with pytest.raises(ConfigError, match="context"):
+        PromptSet.load(tmp_path / "en.yaml")
