@@ -29,7 +29,7 @@ from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import Busy, DocumentNotFound, DocumentRejected, EmbeddingMismatch, KbQaError
 from kb_qa.registry import Registry, now, validate_name
 from loaders import Chunk, LoadError, TextSplitter, load_file, loader_for
-from vector_store import FaissStore, StoreBusy, StoreError, WriterLock
+from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,7 @@ class KnowledgeBaseService:
     :param workers: threads that load and split files while the model embeds.
     :param max_file_bytes: larger files are rejected.
     :param lock_timeout: seconds a writer waits for another before giving up with :class:`Busy`.
+    :param index_options: exact or approximate (IVF) dense search.
     """
 
     def __init__(
@@ -115,6 +116,7 @@ class KnowledgeBaseService:
         workers: int = 2,
         max_file_bytes: int = 200 * 1024 * 1024,
         lock_timeout: float = 600.0,
+        index_options: IndexOptions | None = None,
     ) -> None:
         self.root = root
         self.registry = registry
@@ -124,6 +126,7 @@ class KnowledgeBaseService:
         self.workers = workers
         self.max_file_bytes = max_file_bytes
         self.lock_timeout = lock_timeout
+        self.index_options = index_options or IndexOptions()
         self._readers: dict[str, FaissStore] = {}
 
     # ------------------------------------------------------------------ paths
@@ -454,7 +457,7 @@ class KnowledgeBaseService:
     # ---------------------------------------------------------------- reading
     def _open_store(self, info: KnowledgeBaseInfo) -> FaissStore:
         try:
-            return FaissStore.open(self.store_dir(info.name), info.dimension)
+            return FaissStore.open(self.store_dir(info.name), info.dimension, self.index_options)
         except StoreError as exc:
             raise KbQaError(
                 f"the index of '{info.name}' cannot be read ({exc}); run `kb-qa kb rebuild {info.name} --recreate`"

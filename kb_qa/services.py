@@ -15,6 +15,7 @@ from kb_qa.registry import Registry
 from kb_qa.retrieval import Reranker, RetrievalOptions, Retriever
 from kb_qa.settings import Settings
 from loaders import TextSplitter
+from vector_store import IndexOptions
 
 
 @dataclass
@@ -62,6 +63,9 @@ def build_services(
         heading_prefix=settings.splitter.heading_prefix,
         workers=settings.ingest.workers,
         max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
+        index_options=IndexOptions(
+            settings.retrieval.index, settings.retrieval.ivf_nprobe, settings.retrieval.ivf_min_chunks
+        ),
     )
     cfg = settings.retrieval
     reranker = (

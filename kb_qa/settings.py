@@ -72,6 +72,7 @@ class RetrievalSettings(_Section):
     rerank_candidates: int = Field(20, ge=1, le=200)
     index: Literal["flat", "ivf"] = "flat"
     ivf_nprobe: int = Field(16, ge=1, le=4096)
+    ivf_min_chunks: int = Field(20000, ge=1000)
 
 
 class QASettings(_Section):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled defaults: install, provision the models, build the sample
-# knowledge base from knowledge_base/samples, and answer two sample searches.
+# knowledge base from knowledge_base/samples, run two sample searches and answer a question with
+# the bundled chat model, citing its sources.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -9,6 +10,9 @@ echo "==> provisioning the bundled models (converted once into .cache/models)"
 $KBQA models provision
 echo "==> building the sample knowledge base 'handbook' (incremental: unchanged files are skipped)"
 $KBQA kb rebuild handbook --dir knowledge_base/samples --create
-echo "==> sample searches"
+echo "==> sample searches (hybrid: embeddings + BM25 keywords)"
 $KBQA kb search handbook "年假没休完可以顺延吗？" -k 2
 $KBQA kb search handbook "Who approves an expense above CNY 5,000?" -k 2
+echo "==> a question answered from the knowledge base by the bundled chat model (SmolLM2-135M: tiny,"
+echo "    so expect rough answers; point llm.model at a real chat model, see README)"
+$KBQA ask "Who approves an expense above CNY 5,000?" --kb handbook --temperature 0 --max-tokens 80

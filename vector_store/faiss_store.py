@@ -8,6 +8,13 @@ the score; the retriever, the CLI and the API pass it through unchanged.
 **Keywords.** Every store carries a BM25 :class:`~vector_store.keyword_index.KeywordIndex` over the
 same chunks, updated by the same ``add``/``delete`` calls and saved in the same generation.
 
+**Approximate search.** With ``IndexOptions(kind="ivf")`` and at least ``ivf_min_chunks`` chunks, a
+FAISS ``IndexIVFFlat`` (inner product, ``nlist = 4 * sqrt(N)`` lists, ``nprobe`` searched) answers
+unfiltered dense searches; it is kept beside the exact index, updated by the same adds and deletes,
+retrained when the store has grown fourfold since it was trained, and saved as ``ann.N.faiss``.
+Filtered searches, similarities and everything else use the exact index, so scores stay exact
+cosines; only which chunks are proposed can differ (bench/query.py measures how often).
+
 **Files.** ``<dir>/CURRENT`` names the live generation ``N``; ``index.N.faiss`` holds the vectors,
 ``chunks.N.jsonl`` the chunk records (a header line, then one JSON object per chunk) and
 ``keywords.N.npz`` the keyword index. A save
@@ -41,6 +48,15 @@ _FORMAT = 1
 
 class StoreError(Exception):
     """The store on disk cannot be used (damaged, or built with another dimension)."""
+
+
+@dataclass(frozen=True)
+class IndexOptions:
+    """How dense search is done: ``flat`` (exact) or ``ivf`` (approximate, for large stores)."""
+
+    kind: str = "flat"
+    nprobe: int = 16
+    ivf_min_chunks: int = 20000
 
 
 @dataclass
@@ -92,11 +108,14 @@ class FaissStore:
     :param dim: the vector dimension.
     """
 
-    def __init__(self, directory: Path, dim: int) -> None:
+    def __init__(self, directory: Path, dim: int, options: IndexOptions | None = None) -> None:
         import faiss
 
         self.directory = directory
         self.dim = dim
+        self.options = options or IndexOptions()
+        self._ann: Any = None  # the IVF index, when configured and trained
+        self._ann_trained_on = 0
         self.generation = 0
         self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self._chunks: dict[int, StoredChunk] = {}
@@ -107,12 +126,12 @@ class FaissStore:
 
     # ---------------------------------------------------------------- reading
     @classmethod
-    def open(cls, directory: Path, dim: int) -> FaissStore:
+    def open(cls, directory: Path, dim: int, options: IndexOptions | None = None) -> FaissStore:
         """Open the live generation in ``directory``, or an empty store when there is none.
 
         :raises StoreError: when the files are damaged or hold another dimension.
         """
-        store = cls(directory, dim)
+        store = cls(directory, dim, options)
         for _attempt in range(5):
             generation = store._current_generation()
             if generation is None:
@@ -172,6 +191,15 @@ class FaissStore:
         self._next_id = int(header["next_id"])
         self.generation = generation
         self._dirty = False
+        ann_path = self.directory / f"ann.{generation}.faiss"
+        if self.options.kind == "ivf" and ann_path.exists():
+            try:
+                self._ann = faiss.read_index(str(ann_path))
+            except RuntimeError as exc:
+                raise StoreError(f"{ann_path} is damaged: {exc}") from exc
+            self._ann_trained_on = self._ann.ntotal
+            self._ann.nprobe = self.options.nprobe
+        self._refresh_ann()
 
     def __len__(self) -> int:
         return len(self._chunks)
@@ -202,6 +230,14 @@ class FaissStore:
         if query.shape[1] != self.dim:
             raise StoreError(f"query has {query.shape[1]} dimensions, the store {self.dim}")
         params = None
+        if docs is None and self._ann is not None:
+            k = min(k, len(self._chunks))
+            scores, labels = self._ann.search(query, k)
+            return [
+                ScoredChunk(self._chunks[int(label)], float(score))
+                for score, label in zip(scores[0], labels[0], strict=True)
+                if label >= 0
+            ]
         if docs is not None:
             ids = np.array([i for d in docs for i in self._by_doc.get(d, [])], dtype=np.int64)
             if ids.size == 0:
@@ -253,6 +289,8 @@ class FaissStore:
         self._next_id += len(texts)
         if len(ids):
             self._index.add_with_ids(matrix, ids)
+            if self._ann is not None:
+                self._ann.add_with_ids(matrix, ids)
         for chunk_id, text, meta in zip(ids.tolist(), texts, metadatas, strict=True):
             self._chunks[chunk_id] = StoredChunk(chunk_id, doc, text, dict(meta))
         if len(ids):
@@ -268,6 +306,8 @@ class FaissStore:
         ids = self._by_doc.pop(doc, [])
         if ids:
             self._index.remove_ids(faiss.IDSelectorBatch(np.array(ids, dtype=np.int64)))
+            if self._ann is not None:
+                self._ann.remove_ids(faiss.IDSelectorBatch(np.array(ids, dtype=np.int64)))
             for chunk_id in ids:
                 del self._chunks[chunk_id]
             self.keywords.delete(doc)
@@ -299,15 +339,46 @@ class FaissStore:
         _fsync_write(index_path, lambda tmp: faiss.write_index(self._index, str(tmp)))
         keywords = self.keywords.to_bytes()
         _fsync_write(self.directory / f"keywords.{generation}.npz", lambda tmp: tmp.write_bytes(keywords))
+        self._refresh_ann()
+        if self._ann is not None:
+            _fsync_write(self.directory / f"ann.{generation}.faiss", lambda tmp: faiss.write_index(self._ann, str(tmp)))
         _fsync_write(self.directory / "CURRENT", lambda tmp: tmp.write_text(f"{generation}\n", encoding="ascii"))
         _fsync_dir(self.directory)
         self.generation = generation
         self._dirty = False
         self._remove_old(keep={generation, generation - 1})
 
+    def _refresh_ann(self) -> None:
+        """Train (or drop) the IVF index as the options and the store's size call for."""
+        import faiss
+
+        n = len(self._chunks)
+        if self.options.kind != "ivf" or n < self.options.ivf_min_chunks:
+            self._ann, self._ann_trained_on = None, 0
+            return
+        if self._ann is not None and n <= 4 * self._ann_trained_on:
+            return
+        flat = faiss.downcast_index(self._index.index)
+        vectors = flat.reconstruct_n(0, flat.ntotal)
+        ids = faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        nlist = int(min(65536, max(16, 4 * np.sqrt(n))))
+        ann = faiss.IndexIVFFlat(faiss.IndexFlatIP(self.dim), self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = vectors[np.random.default_rng(0).permutation(len(vectors))[: nlist * 64]]
+        log.info("training an IVF index with %d lists on %d of %d vectors", nlist, len(sample), n)
+        ann.train(sample)
+        ann.add_with_ids(vectors, ids)
+        ann.nprobe = self.options.nprobe
+        self._ann, self._ann_trained_on = ann, n
+
+    @property
+    def approximate(self) -> bool:
+        """Whether unfiltered dense searches go through the IVF index."""
+        return self._ann is not None
+
     def _remove_old(self, keep: set[int]) -> None:
         for path in self.directory.iterdir():
             parts = path.name.split(".")
-            generation_file = len(parts) == 3 and parts[0] in ("index", "chunks", "keywords") and parts[1].isdigit()
+            kinds = ("index", "chunks", "keywords", "ann")
+            generation_file = len(parts) == 3 and parts[0] in kinds and parts[1].isdigit()
             if (generation_file and int(parts[1]) not in keep) or path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)

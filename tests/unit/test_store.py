@@ -157,3 +157,28 @@ def test_writer_lock_excludes_another_thread(tmp_path: Path) -> None:
         t.join()
     # never two inside at once: every "in" is followed by its own "out"
     assert all(order[i][0] == order[i + 1][0] for i in range(0, len(order), 2))
+
+
+def test_ivf_option_answers_unfiltered_searches_and_follows_updates(tmp_path: Path) -> None:
+    from vector_store import IndexOptions
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(1200, DIM)).astype(np.float32)
+    options = IndexOptions("ivf", nprobe=4096, ivf_min_chunks=1000)  # every list probed: exact answers
+    store = FaissStore(tmp_path, DIM, options)
+    for d in range(12):
+        store.add(f"d{d}", [f"t{i}" for i in range(100)], [{}] * 100, vectors[d * 100 : (d + 1) * 100])
+    assert not store.approximate  # trained at the first save, once there are enough chunks
+    store.save()
+    assert store.approximate and (tmp_path / f"ann.{store.generation}.faiss").is_file()
+    top = store.search(vectors[250], 1)[0]
+    assert top.chunk.doc == "d2" and top.chunk.text == "t50" and top.score == pytest.approx(1.0, abs=1e-5)
+    store.delete("d2")
+    assert all(h.chunk.doc != "d2" for h in store.search(vectors[250], 20))
+    store.save()
+    reopened = FaissStore.open(tmp_path, DIM, options)
+    assert reopened.approximate
+    assert [h.chunk.id for h in reopened.search(vectors[5], 5)] == [h.chunk.id for h in store.search(vectors[5], 5)]
+    # filtered searches stay exact; a flat store ignores the IVF file
+    assert reopened.search(vectors[5], 3, docs=["d0"])[0].chunk.text == "t5"
+    assert not FaissStore.open(tmp_path, DIM).approximate
