@@ -297,12 +297,15 @@ def evaluate_retrieval(
     methods: Sequence[str] = METHODS,
     level: str = "passage",
     knowledge_base: str | None = None,
+    variants: dict[str, dict[str, Any]] | None = None,
     progress: Progress = _no_progress,
 ) -> RetrievalResult:
     """Rank passages for every question with each method and score the rankings.
 
     :param level: ``passage`` (the corpus, one passage per document) or ``article`` (the
         knowledge base ``knowledge_base``, built from the set's docs/ folder by the caller).
+    :param variants: instead of ``methods``, named sets of retrieval options to compare, e.g.
+        ``{"rrf": {"fusion": "rrf"}}`` (bench/fusion.py sweeps the fusion settings this way).
     """
     started = time.perf_counter()
     queries = [q for q in data.queries if q.id in data.qrels]
@@ -310,16 +313,19 @@ def evaluate_retrieval(
         raise DocumentRejected(f"{data.folder}: no question has a relevance judgement")
     vectors = retriever.embeddings.encode_queries([q.text for q in queries])
     options = retriever.options(top_k=10, score_threshold=-1.0, expand_chars=0, rerank=False)
+    runs = {name: options.override(**changes) for name, changes in (variants or {}).items()} or {
+        method: options.override(method=method) for method in methods
+    }
     if level == "passage":
         with tempfile.TemporaryDirectory() as tmp:
             stores = {"eval": passage_store(data, retriever, Path(tmp), progress)}
-            results = _rank_all(data, queries, vectors, stores, retriever, options, methods, _passage_judge, progress)
+            results = _rank_all(data, queries, vectors, stores, retriever, runs, _passage_judge, progress)
     elif level == "article":
         if knowledge_base is None:
             raise ValueError("article level needs the knowledge base built from docs/")
         stores = {knowledge_base: retriever.knowledge_bases.reader(knowledge_base)}
         judge = ArticleJudge(data)
-        results = _rank_all(data, queries, vectors, stores, retriever, options, methods, judge, progress)
+        results = _rank_all(data, queries, vectors, stores, retriever, runs, judge, progress)
     else:
         raise DocumentRejected(f"level must be passage or article, not {level!r}")
     settings = {
@@ -390,14 +396,12 @@ def _rank_all(
     vectors: np.ndarray,
     stores: dict[str, FaissStore],
     retriever: Retriever,
-    options: RetrievalOptions,
-    methods: Sequence[str],
+    runs: dict[str, RetrievalOptions],
     judge: Judge,
     progress: Progress,
 ) -> dict[str, dict[str, float]]:
     results = {}
-    for method in methods:
-        method_options = options.override(method=method)
+    for method, method_options in runs.items():
         ranks: list[int | None] = []
         ndcgs: list[float] = []
         for i, query in enumerate(queries):
