@@ -361,8 +361,8 @@ class QAChain:
         timings = dict(trace.get("timings") or {})
         timings["total_ms"] = round((time.perf_counter() - started) * 1000, 1)
         models = {"embedding": self.retriever.embeddings.name}
-        if self._llm is not None and state.get("mode") != "search":
-            models["llm"] = self._llm.backend.name
+        if self._llm is not None and ("generation_ms" in timings or "rewrite_ms" in timings):
+            models["llm"] = self._llm.backend.name  # named only when it worked on this answer
         return Answer(
             question=state.get("question", ""),
             answer=text,

@@ -663,6 +663,26 @@ def eval_answers(
     _write_result(out_dir, f"{data.name}-answers", result.to_dict(), result.markdown(), as_json)
 
 
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option("--host", help="Interface (default server.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", min=1, max=65535, help="Port (default server.port).")] = None,
+    root: RootOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs). Models load before the first request is served."""
+    import uvicorn
+
+    from kb_qa.api import create_app
+
+    overrides: dict[str, Any] = {"paths": {"kb_root": str(root.resolve())}} if root else {}
+    with _errors():
+        settings = load_settings(config, overrides=overrides)
+    uvicorn.run(
+        create_app(settings), host=host or settings.server.host, port=port or settings.server.port, log_level="info"
+    )
+
+
 @app.callback()
 def main_callback(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details to stderr.")] = False,

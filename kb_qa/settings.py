@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from kb_qa.errors import ConfigError
 
@@ -113,6 +113,23 @@ class LLMSettings(_Section):
     max_queue: int = Field(8, ge=0, le=1024)
 
 
+def _key_list(value: Any) -> list[str]:
+    """Keys from a YAML list or a comma-separated string (handy in environment variables)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [k.strip() for k in value.split(",") if k.strip()]
+    return [str(k).strip() for k in value if str(k).strip()]
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(7861, ge=1, le=65535)
+    api_keys: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
+    admin_keys: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
+    cors_origins: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
+
+
 class Settings(_Section):
     paths: PathSettings = PathSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
@@ -121,6 +138,7 @@ class Settings(_Section):
     qa: QASettings = QASettings()
     ingest: IngestSettings = IngestSettings()
     llm: LLMSettings = LLMSettings()
+    server: ServerSettings = ServerSettings()
     base_dir: Path = Field(PROJECT_DIR, exclude=True, description="Relative paths are resolved against this.")
 
     def resolve(self, path: Path) -> Path:

@@ -1,0 +1,353 @@
+"""The FastAPI application: knowledge bases, documents, search and grounded chat over HTTP.
+
+``create_app(settings)`` builds it; ``kb-qa serve`` runs it with uvicorn. The embedding model and
+the chat model load in the lifespan (``/ready`` says when). Blocking work (embedding, FAISS, the
+LLM) runs on worker threads, never on the event loop: plain endpoints are sync functions that
+FastAPI runs in its thread pool, and a streamed answer advances its generator on a worker thread
+one event at a time. Errors: :mod:`kb_qa.api.errors`. Keys: ``server.api_keys`` (read, search,
+chat) and ``server.admin_keys`` (also change knowledge bases); with none set the API is open.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import tempfile
+import threading
+import unicodedata
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+
+from kb_qa.api import errors as api_errors
+from kb_qa.api.errors import ApiError
+from kb_qa.api.schemas import (
+    ChatOut,
+    ChatRequest,
+    DocumentOut,
+    FileResult,
+    KnowledgeBaseCreate,
+    KnowledgeBaseOut,
+    SearchOut,
+    SearchRequest,
+    UploadOut,
+    history_value,
+)
+from kb_qa.errors import DocumentNotFound, KbQaError
+from kb_qa.services import Services, build_services
+from kb_qa.settings import Settings
+from loaders import LoadError, loader_for
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+
+
+def _key(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def _matches(key: str, keys: list[str]) -> bool:
+    return any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
+
+
+def require(role: str) -> Callable[[Request], None]:
+    """A dependency: the request carries a key allowed to ``read`` or to ``admin``ister."""
+
+    def check(request: Request) -> None:
+        server = request.app.state.settings.server
+        if not server.api_keys and not server.admin_keys:
+            return
+        key = _key(request)
+        if not key:
+            raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>",
+                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        if _matches(key, server.admin_keys):
+            return
+        if _matches(key, server.api_keys):
+            if role == "read":
+                return
+            raise ApiError(403, "forbidden", "this key may search and chat but not change knowledge bases; "
+                           "use an admin key")  # fmt: skip
+        raise ApiError(401, "unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+Read = Depends(require("read"))
+Admin = Depends(require("admin"))
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+Svc = Annotated[Services, Depends(_services)]
+
+
+def sanitize_filename(name: str) -> str:
+    """The last path part of an uploaded name, without control or path characters.
+
+    :raises ApiError: (400) when nothing usable is left.
+    """
+    base = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
+    clean = _UNSAFE.sub("_", base).strip().strip(".")
+    if not clean or clean.startswith("."):
+        raise ApiError(400, "invalid_filename", f"the file name {name!r} cannot be used; give the file a plain name")
+    return clean[:200]
+
+
+def create_app(settings: Settings, *, services: Services | None = None, load_models: bool = True) -> FastAPI:
+    """The application.
+
+    :param services: already built services (tests share loaded models this way).
+    :param load_models: load the embedding model and the LLM at start-up (``/ready`` waits for it).
+    """
+    state: dict[str, Any] = {"ready": False, "error": None}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.services = services or build_services(settings)
+        if load_models:
+            try:
+                await anyio.to_thread.run_sync(_load_models, app.state.services)
+            except KbQaError as exc:
+                state["error"] = str(exc)
+                log.error("models failed to load: %s", exc)
+        state["ready"] = state["error"] is None
+        yield
+
+    app = FastAPI(
+        title="kb-qa",
+        version="0.4",
+        summary="Answers questions from your own documents, with sources.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    api_errors.install(app)
+    if settings.server.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            allow_credentials=False,
+        )
+
+    @app.get("/health", tags=["service"], summary="Alive (no key needed)")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["service"], summary="Models loaded and knowledge bases readable", dependencies=[Read])
+    def ready(services: Svc) -> JSONResponse:
+        problems = []
+        if not state["ready"]:
+            problems.append(state["error"] or "models are still loading")
+        try:
+            services.knowledge_bases.list_all()
+        except (KbQaError, OSError) as exc:
+            problems.append(f"knowledge bases unreadable: {exc}")
+        body = {"ready": not problems, "problems": problems, "embedding_model": services.embeddings.name}
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    # ------------------------------------------------------------ knowledge bases
+    @app.post("/knowledge_bases", status_code=201, tags=["knowledge bases"], dependencies=[Admin],
+              summary="Create a knowledge base")  # fmt: skip
+    def create_kb(body: KnowledgeBaseCreate, services: Svc) -> KnowledgeBaseOut:
+        return KnowledgeBaseOut(**_kb(services.knowledge_bases.create(body.name, body.description)))
+
+    @app.get("/knowledge_bases", tags=["knowledge bases"], dependencies=[Read], summary="List knowledge bases")
+    def list_kbs(services: Svc) -> list[KnowledgeBaseOut]:
+        return [KnowledgeBaseOut(**_kb(info)) for info in services.knowledge_bases.list_all()]
+
+    @app.get("/knowledge_bases/{kb}", tags=["knowledge bases"], dependencies=[Read], summary="One knowledge base")
+    def get_kb(kb: str, services: Svc) -> KnowledgeBaseOut:
+        return KnowledgeBaseOut(**_kb(services.knowledge_bases.get(kb)))
+
+    @app.delete("/knowledge_bases/{kb}", status_code=204, tags=["knowledge bases"], dependencies=[Admin],
+                summary="Delete a knowledge base, its index and its files")  # fmt: skip
+    def delete_kb(kb: str, services: Svc) -> Response:
+        services.knowledge_bases.delete(kb)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------------ documents
+    @app.post("/knowledge_bases/{kb}/documents", tags=["documents"], dependencies=[Admin],
+              summary="Upload and index files (multipart field 'files', one or many)")  # fmt: skip
+    def upload(kb: str, services: Svc, files: Annotated[list[UploadFile], File(description="The files.")]) -> UploadOut:
+        services.knowledge_bases.get(kb)
+        limit = int(services.settings.ingest.max_file_mb * 1024 * 1024)
+        results: dict[str, FileResult] = {}
+        statuses: list[int] = []
+        with tempfile.TemporaryDirectory(prefix="kbqa-upload-") as tmp:
+            paths = []
+            for upload_file in files:
+                name = sanitize_filename(upload_file.filename or "")
+                try:
+                    loader_for(Path(name))
+                except LoadError as exc:
+                    results[name] = FileResult(file=name, action="failed", error=str(exc))
+                    statuses.append(415)
+                    continue
+                target = Path(tmp) / name
+                if not _save_upload(upload_file, target, limit):
+                    too_large = f"too_large: over {services.settings.ingest.max_file_mb:g} MB"
+                    results[name] = FileResult(file=name, action="failed", error=too_large)
+                    statuses.append(413)
+                    continue
+                results[name] = FileResult(file=name, action="pending")
+                paths.append(target)
+            seconds = 0.0
+            if paths:
+                report = services.knowledge_bases.add_files(kb, paths)
+                seconds = report.seconds
+                for outcome in report.outcomes:
+                    name = Path(outcome.path).name
+                    results[name] = FileResult(file=name, action=outcome.action, chunks=outcome.chunks,
+                                               error=outcome.error)  # fmt: skip
+                    if outcome.action == "failed":
+                        statuses.append(422)
+        if results and all(r.action == "failed" for r in results.values()):
+            status = statuses[0] if len(set(statuses)) == 1 else 422
+            first = next(iter(results.values()))
+            raise ApiError(status, {413: "too_large", 415: "unsupported_type"}.get(status, "unreadable"),
+                           f"no file was indexed; {first.file}: {first.error}")  # fmt: skip
+        return UploadOut(knowledge_base=kb, files=list(results.values()), seconds=round(seconds, 3))
+
+    @app.get("/knowledge_bases/{kb}/documents", tags=["documents"], dependencies=[Read],
+             summary="Documents with status, chunk counts and errors")  # fmt: skip
+    def list_documents(kb: str, services: Svc) -> list[DocumentOut]:
+        return [DocumentOut(**{k: v for k, v in r.to_dict().items() if k in DocumentOut.model_fields})
+                for r in services.knowledge_bases.files(kb)]  # fmt: skip
+
+    @app.get("/knowledge_bases/{kb}/documents/{document:path}/content", tags=["documents"], dependencies=[Read],
+             summary="Download the original file")  # fmt: skip
+    def download(kb: str, document: str, services: Svc) -> FileResponse:
+        record = next((r for r in services.knowledge_bases.files(kb) if r.path == document), None)
+        if record is None or not Path(record.source).is_file():
+            raise DocumentNotFound(f"knowledge base '{kb}' has no document '{document}'")
+        return FileResponse(record.source, filename=Path(document).name)
+
+    @app.delete("/knowledge_bases/{kb}/documents/{document:path}", status_code=204, tags=["documents"],
+                dependencies=[Admin], summary="Remove a document; its chunks stop being found at once")  # fmt: skip
+    def delete_document(kb: str, document: str, services: Svc) -> Response:
+        services.knowledge_bases.remove_files(kb, [document])
+        return Response(status_code=204)
+
+    # --------------------------------------------------------------------- search
+    @app.post("/knowledge_bases/{kb}/search", tags=["search"], dependencies=[Read],
+              summary="Ranked passages with sources and cosine scores (no model)")  # fmt: skip
+    def search(kb: str, body: SearchRequest, services: Svc) -> SearchOut:
+        options = body.model_dump(exclude={"query"}, exclude_none=True)
+        hits = services.retriever.retrieve(body.query, [kb], **options)
+        return SearchOut.model_validate({"query": body.query, "passages": [h.to_dict() for h in hits]})
+
+    # ----------------------------------------------------------------------- chat
+    @app.post("/chat", tags=["chat"], dependencies=[Read], response_model=ChatOut,
+              summary="Answer from knowledge bases (or plain chat), with sources; stream=true for SSE")  # fmt: skip
+    async def chat(body: ChatRequest, services: Svc) -> Any:
+        kbs = list(dict.fromkeys([*body.knowledge_bases, *([body.knowledge_base] if body.knowledge_base else [])]))
+        for name in kbs:  # unknown knowledge bases fail before any streaming starts
+            await anyio.to_thread.run_sync(services.knowledge_bases.get, name)
+        arguments: dict[str, Any] = {
+            "mode": body.mode or ("kb" if kbs else "chat"),
+            "knowledge_bases": kbs,
+            "history": history_value(body.history),
+            "retrieval": {"top_k": body.top_k, "score_threshold": body.score_threshold, "documents": body.documents},
+            "generation": {"temperature": body.temperature, "max_new_tokens": body.max_tokens},
+        }
+        events = services.qa.stream(body.question, **arguments)
+        first = await anyio.to_thread.run_sync(_next, events)  # retrieval errors become HTTP errors here
+        if not body.stream:
+            return await anyio.to_thread.run_sync(_drain, events, first)
+        return StreamingResponse(_sse(events, first), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
+
+    return app
+
+
+_END = object()
+
+
+def _next(events: Iterator[dict[str, Any]]) -> Any:
+    return next(events, _END)
+
+
+def _drain(events: Iterator[dict[str, Any]], first: Any) -> dict[str, Any]:
+    final: dict[str, Any] = {}
+    event = first
+    while event is not _END:
+        if event["event"] == "final":
+            final = event["answer"]
+        event = next(events, _END)
+    return final
+
+
+def _sse_line(event: str, data: object) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+async def _sse(events: Iterator[dict[str, Any]], first: Any) -> AsyncIterator[str]:
+    """SSE frames: ``sources``, ``delta`` (``{"text"}``), then ``done`` (the answer) or ``error``."""
+    lock = threading.Lock()  # the generator is only ever advanced by one thread at a time
+    event = first
+    try:
+        while event is not _END:
+            kind = event["event"]
+            if kind == "sources":
+                yield _sse_line("sources", {"query": event["query"], "sources": event["sources"]})
+            elif kind == "delta":
+                yield _sse_line("delta", {"text": event["text"]})
+            elif kind == "final":
+                yield _sse_line("done", event["answer"])
+            event = await anyio.to_thread.run_sync(_locked_next, events, lock)
+    except KbQaError as exc:
+        yield _sse_line("error", api_errors.error_body(exc.code, str(exc))["error"])
+    except Exception:
+        log.exception("generation failed part-way")
+        yield _sse_line("error", {"code": "internal", "message": "generation failed; the server log has the details"})
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            with lock:  # a client that went away stops its generation
+                close()
+
+
+def _locked_next(events: Iterator[dict[str, Any]], lock: threading.Lock) -> Any:
+    with lock:
+        return next(events, _END)
+
+
+def _kb(info: Any) -> dict[str, Any]:
+    return {k: v for k, v in info.to_dict().items() if k in KnowledgeBaseOut.model_fields}
+
+
+def _save_upload(upload: UploadFile, target: Path, limit: int) -> bool:
+    """Copy an upload to ``target``; False (and nothing kept) when it is larger than ``limit``."""
+    size = 0
+    with target.open("wb") as out:
+        while block := upload.file.read(1 << 20):
+            size += len(block)
+            if size > limit:
+                break
+            out.write(block)
+    if size > limit:
+        target.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _load_models(services: Services) -> None:
+    services.embeddings.warm_up()
+    services.qa.llm.backend.context_window  # noqa: B018 - loads the chat model
+
+
+__all__ = ["create_app", "sanitize_filename"]

@@ -1,0 +1,142 @@
+"""Request and response bodies of the HTTP API (every field is described in /docs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KnowledgeBaseCreate(_Body):
+    name: str = Field(description="Letters, digits, Chinese characters, '_', '-', '.'; at most 64 characters.")
+    description: str = Field("", description="Free text shown in listings.")
+
+
+class KnowledgeBaseOut(BaseModel):
+    name: str = Field(description="The knowledge base's name.")
+    description: str = Field(description="Free text.")
+    embedding_model: str = Field(description="The embedding model that built it (queries must use the same).")
+    dimension: int = Field(description="Vector dimension of that model.")
+    created_at: str = Field(description="ISO 8601 creation time (UTC).")
+    document_count: int = Field(description="Documents registered (indexed or failed).")
+    chunk_count: int = Field(description="Chunks in the index.")
+
+
+class DocumentOut(BaseModel):
+    path: str = Field(description="The document's name in the knowledge base (its key).")
+    size: int = Field(description="Bytes.")
+    sha256: str = Field(description="Content hash; the same content uploaded again adds nothing.")
+    loader: str = Field(description="The loader that read it.")
+    chunk_count: int = Field(description="Chunks in the index.")
+    status: str = Field(description="indexed or failed.")
+    error: str | None = Field(description="Why it failed (reason: detail), when it did.")
+    updated_at: str = Field(description="ISO 8601 time of the last change (UTC).")
+
+
+class FileResult(BaseModel):
+    file: str = Field(description="The uploaded file's (sanitised) name.")
+    action: str = Field(description="added, updated, unchanged or failed.")
+    chunks: int = Field(0, description="Chunks indexed for it.")
+    error: str | None = Field(None, description="Why it failed.")
+
+
+class UploadOut(BaseModel):
+    knowledge_base: str
+    files: list[FileResult] = Field(description="One result per uploaded file, in upload order.")
+    seconds: float = Field(description="Time spent indexing.")
+
+
+class SearchRequest(_Body):
+    query: str = Field(min_length=1, description="The question or keywords.")
+    top_k: int | None = Field(None, ge=1, le=100, description="Passages to return (default retrieval.top_k).")
+    score_threshold: float | None = Field(
+        None, ge=-1.0, le=1.0, description="Minimum cosine similarity of question and passage (default from settings)."
+    )
+    method: Literal["hybrid", "dense", "bm25"] | None = Field(None, description="Retrieval method (default hybrid).")
+    documents: list[str] | None = Field(None, description="Only search these documents (names as listed).")
+    expand_chars: int | None = Field(None, ge=0, le=20000, description="Grow passages with neighbours up to this size.")
+
+
+class Passage(BaseModel):
+    kb: str = Field(description="Knowledge base.")
+    document: str = Field(description="Document name.")
+    page: int | None = Field(description="Page (PDF, slides), if any.")
+    heading: str = Field(description="Heading path of the passage's section.")
+    chunk_id: int = Field(description="Id of the best-matching chunk.")
+    chunk_ids: list[int] = Field(description="Every chunk merged into the passage.")
+    score: float = Field(description="Cosine similarity of question and passage, in [-1, 1]; higher is closer.")
+    relevance: float | None = Field(description="The rank signal of the method (fused score for hybrid).")
+    text: str = Field(description="The passage.")
+    start: int = Field(description="Character offset of the passage in its page/section.")
+    end: int = Field(description="End offset (exclusive).")
+
+
+class SearchOut(BaseModel):
+    query: str
+    passages: list[Passage]
+
+
+class Message(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(_Body):
+    question: str = Field(min_length=1, description="The question.")
+    knowledge_bases: list[str] = Field(
+        default_factory=list, description="Answer from these knowledge bases; none = plain chat with the model."
+    )
+    knowledge_base: str | None = Field(None, description="Shorthand for one knowledge base.")
+    mode: Literal["kb", "search", "chat"] | None = Field(
+        None, description="kb (grounded), search (passages only, no model) or chat; default kb with knowledge bases."
+    )
+    history: list[Message] | list[list[str | None]] = Field(
+        default_factory=list,
+        description="Earlier turns: [{role, content}] or langchain-ChatGLM's [[question, answer]].",
+    )
+    top_k: int | None = Field(None, ge=1, le=100, description="Passages given to the model.")
+    score_threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Minimum cosine similarity.")
+    documents: list[str] | None = Field(None, description="Only use these documents.")
+    temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
+    max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest answer in tokens.")
+    stream: bool = Field(False, description="Server-Sent Events: sources, then text deltas, then done.")
+
+
+class Source(BaseModel):
+    number: int = Field(description="The [n] the answer cites it by.")
+    kb: str
+    document: str
+    page: int | None
+    heading: str
+    chunk_id: int
+    chunk_ids: list[int]
+    score: float = Field(description="Cosine similarity of question and passage.")
+    relevance: float | None
+    text: str
+    start: int
+    end: int
+    cited: bool = Field(description="Whether the answer cites [number].")
+
+
+class ChatOut(BaseModel):
+    question: str
+    answer: str
+    mode: str
+    sources: list[Source]
+    query: str = Field(description="What retrieval searched for (a follow-up rewritten to stand alone).")
+    declined: bool = Field(description="True when no passage passed the threshold and the model was not asked.")
+    language: str
+    timings: dict[str, float] = Field(
+        description="Milliseconds: retrieval_ms, generation_ms, first_token_ms, total_ms."
+    )
+    models: dict[str, str]
+    notes: list[str]
+
+
+def history_value(history: Any) -> list[Any]:
+    """The history as plain lists/dicts for the chain (which checks its shape)."""
+    return [m.model_dump() if isinstance(m, BaseModel) else m for m in history]
