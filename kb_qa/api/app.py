@@ -10,24 +10,22 @@ chat) and ``server.admin_keys`` (also change knowledge bases); with none set the
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import re
 import tempfile
-import threading
-import unicodedata
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
-from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi import FastAPI, File, UploadFile
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from kb_qa.api import errors as api_errors
+from kb_qa.api import legacy, openai_compat
+from kb_qa.api.deps import Admin, Read, Svc, sanitize_filename
 from kb_qa.api.errors import ApiError
 from kb_qa.api.schemas import (
     ChatOut,
@@ -47,63 +45,6 @@ from kb_qa.settings import Settings
 from loaders import LoadError, loader_for
 
 log = logging.getLogger(__name__)
-
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
-
-
-def _key(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    return header[7:].strip() if header[:7].lower() == "bearer " else ""
-
-
-def _matches(key: str, keys: list[str]) -> bool:
-    return any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
-
-
-def require(role: str) -> Callable[[Request], None]:
-    """A dependency: the request carries a key allowed to ``read`` or to ``admin``ister."""
-
-    def check(request: Request) -> None:
-        server = request.app.state.settings.server
-        if not server.api_keys and not server.admin_keys:
-            return
-        key = _key(request)
-        if not key:
-            raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>",
-                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
-        if _matches(key, server.admin_keys):
-            return
-        if _matches(key, server.api_keys):
-            if role == "read":
-                return
-            raise ApiError(403, "forbidden", "this key may search and chat but not change knowledge bases; "
-                           "use an admin key")  # fmt: skip
-        raise ApiError(401, "unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
-
-    return check
-
-
-Read = Depends(require("read"))
-Admin = Depends(require("admin"))
-
-
-def _services(request: Request) -> Services:
-    return request.app.state.services
-
-
-Svc = Annotated[Services, Depends(_services)]
-
-
-def sanitize_filename(name: str) -> str:
-    """The last path part of an uploaded name, without control or path characters.
-
-    :raises ApiError: (400) when nothing usable is left.
-    """
-    base = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
-    clean = _UNSAFE.sub("_", base).strip().strip(".")
-    if not clean or clean.startswith("."):
-        raise ApiError(400, "invalid_filename", f"the file name {name!r} cannot be used; give the file a plain name")
-    return clean[:200]
 
 
 def create_app(settings: Settings, *, services: Services | None = None, load_models: bool = True) -> FastAPI:
@@ -271,23 +212,45 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
         return StreamingResponse(_sse(events, first), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
+    legacy.register(app)
+
+    # ------------------------------------------------------- OpenAI-compatible
+    @app.get("/v1/models", tags=["OpenAI-compatible"], dependencies=[Read],
+             summary="The chat model, and each knowledge base as kb:<name>")  # fmt: skip
+    def v1_models(services: Svc) -> dict[str, Any]:
+        return openai_compat.models_payload(services)
+
+    @app.post("/v1/chat/completions", tags=["OpenAI-compatible"], dependencies=[Read],
+              summary="Chat completions; model kb:<name> answers from that knowledge base")  # fmt: skip
+    async def v1_chat(body: openai_compat.ChatCompletionRequest, services: Svc) -> Any:
+        question, arguments = await anyio.to_thread.run_sync(openai_compat.chat_arguments, body, services)
+        events = services.qa.stream(question, **arguments)
+        first = await anyio.to_thread.run_sync(_next, events)
+        if not body.stream:
+            answer = await anyio.to_thread.run_sync(_drain, events, first)
+            return await anyio.to_thread.run_sync(openai_compat.completion, body.model, answer, services)
+        return StreamingResponse(openai_compat.stream_chunks(body.model, events, first, _next),
+                                 media_type="text/event-stream", headers={"Cache-Control": "no-cache"})  # fmt: skip
+
+    @app.post("/v1/embeddings", tags=["OpenAI-compatible"], dependencies=[Read],
+              summary="Embeddings with the configured model (float or base64)")  # fmt: skip
+    def v1_embeddings(body: openai_compat.EmbeddingRequest, services: Svc) -> dict[str, Any]:
+        return openai_compat.embeddings_payload(body, services)
+
     return app
 
 
-_END = object()
-
-
 def _next(events: Iterator[dict[str, Any]]) -> Any:
-    return next(events, _END)
+    return next(events, None)
 
 
 def _drain(events: Iterator[dict[str, Any]], first: Any) -> dict[str, Any]:
     final: dict[str, Any] = {}
     event = first
-    while event is not _END:
+    while event is not None:
         if event["event"] == "final":
             final = event["answer"]
-        event = next(events, _END)
+        event = next(events, None)
     return final
 
 
@@ -296,11 +259,14 @@ def _sse_line(event: str, data: object) -> str:
 
 
 async def _sse(events: Iterator[dict[str, Any]], first: Any) -> AsyncIterator[str]:
-    """SSE frames: ``sources``, ``delta`` (``{"text"}``), then ``done`` (the answer) or ``error``."""
-    lock = threading.Lock()  # the generator is only ever advanced by one thread at a time
+    """SSE frames: ``sources``, ``delta`` (``{"text"}``), then ``done`` (the answer) or ``error``.
+
+    The generator advances on a worker thread one event at a time; a cancelled request waits for
+    the step in progress (one token) before closing it, so it is never closed while running.
+    """
     event = first
     try:
-        while event is not _END:
+        while event is not None:
             kind = event["event"]
             if kind == "sources":
                 yield _sse_line("sources", {"query": event["query"], "sources": event["sources"]})
@@ -308,7 +274,7 @@ async def _sse(events: Iterator[dict[str, Any]], first: Any) -> AsyncIterator[st
                 yield _sse_line("delta", {"text": event["text"]})
             elif kind == "final":
                 yield _sse_line("done", event["answer"])
-            event = await anyio.to_thread.run_sync(_locked_next, events, lock)
+            event = await anyio.to_thread.run_sync(_next, events)
     except KbQaError as exc:
         yield _sse_line("error", api_errors.error_body(exc.code, str(exc))["error"])
     except Exception:
@@ -316,14 +282,8 @@ async def _sse(events: Iterator[dict[str, Any]], first: Any) -> AsyncIterator[st
         yield _sse_line("error", {"code": "internal", "message": "generation failed; the server log has the details"})
     finally:
         close = getattr(events, "close", None)
-        if close is not None:
-            with lock:  # a client that went away stops its generation
-                close()
-
-
-def _locked_next(events: Iterator[dict[str, Any]], lock: threading.Lock) -> Any:
-    with lock:
-        return next(events, _END)
+        if close is not None:  # a client that went away stops its generation
+            close()
 
 
 def _kb(info: Any) -> dict[str, Any]:

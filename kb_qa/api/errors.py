@@ -52,6 +52,21 @@ def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
+def openai_error(code: str, message: str, status: int) -> dict[str, dict[str, str | None]]:
+    """OpenAI's error shape, used under /v1 so that OpenAI clients raise their usual exceptions."""
+    kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
+    kind = kinds.get(status, "invalid_request_error" if status < 500 else "server_error")
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+
+
+def _respond(
+    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    if request.url.path.startswith("/v1/"):
+        return JSONResponse(openai_error(code, message, status), status_code=status, headers=headers)
+    return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
+
 def status_of(exc: errors.KbQaError) -> int:
     if isinstance(exc, ApiError):
         return exc.status
@@ -61,18 +76,18 @@ def status_of(exc: errors.KbQaError) -> int:
     return 400
 
 
-def error_response(exc: errors.KbQaError) -> JSONResponse:
+def error_response(request: Request, exc: errors.KbQaError) -> JSONResponse:
     status = status_of(exc)
     headers = dict(exc.headers) if isinstance(exc, ApiError) else {}
     if status in (429, 503):
         headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
-    return JSONResponse(error_body(exc.code, str(exc)), status_code=status, headers=headers)
+    return _respond(request, status, exc.code, str(exc), headers)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(errors.KbQaError)
     async def kbqa_error(request: Request, exc: errors.KbQaError) -> JSONResponse:
-        return error_response(exc)
+        return error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -80,16 +95,14 @@ def install(app: FastAPI) -> None:
         for item in exc.errors():
             where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {item.get('msg', 'invalid')}")
-        return JSONResponse(error_body("invalid_request", "; ".join(problems)), status_code=422)
+        return _respond(request, 422, "invalid_request", "; ".join(problems))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-        )
+        return _respond(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse(error_body("internal", "internal error; the server log has the details"), status_code=500)
+        return _respond(request, 500, "internal", "internal error; the server log has the details")

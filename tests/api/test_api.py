@@ -200,3 +200,39 @@ def test_unknown_routes_and_methods_use_the_error_shape(client: TestClient) -> N
     assert missing.status_code == 404 and error(missing)["code"] == "not_found"
     wrong = client.put("/health")
     assert wrong.status_code == 405 and error(wrong)["code"] == "method_not_allowed"
+
+
+def test_chatglm2_api_py_shape(client: TestClient) -> None:
+    reply = client.post("/", json={"prompt": "What is the capital of France?", "history": [], "max_length": 8})
+    body = reply.json()
+    assert reply.status_code == 200 and set(body) == {"response", "history", "status", "time"}
+    assert body["status"] == 200 and "Paris" in body["response"]
+    assert body["history"] == [["What is the capital of France?", body["response"]]]
+    bad = client.post("/", json={"prompt": "x", "history": [["only one"]]})
+    assert bad.status_code == 422 and error(bad)["code"] == "invalid_history"
+
+
+def test_langchain_chatglm_api_py_routes(client: TestClient) -> None:
+    handbook = (SAMPLES / "employee-handbook.md").read_bytes()
+    uploaded = client.post("/local_doc_qa/upload_file", data={"knowledge_base_id": "legacy"},
+                           files={"file": ("employee-handbook.md", handbook)})  # fmt: skip
+    assert uploaded.status_code == 200 and uploaded.json()["code"] == 200  # the knowledge base was created
+    more = client.post("/local_doc_qa/upload_files", data={"knowledge_base_id": "legacy"},
+                       files=[("files", ("员工手册.md", (SAMPLES / "员工手册.md").read_bytes()))])  # fmt: skip
+    assert more.status_code == 200
+    assert client.get("/local_doc_qa/list_knowledge_base").json() == {"code": 200, "msg": "success", "data": ["legacy"]}
+    files = client.get("/local_doc_qa/list_files", params={"knowledge_base_id": "legacy"}).json()["data"]
+    assert sorted(files) == ["employee-handbook.md", "员工手册.md"]
+    answer = client.post("/local_doc_qa/local_doc_chat", json={"knowledge_base_id": "legacy", "question": EN,
+                                                               "history": []}).json()  # fmt: skip
+    assert set(answer) == {"question", "response", "history", "source_documents"}
+    assert answer["source_documents"][0].startswith("出处 [1] employee-handbook.md：")
+    assert "every 90 days" in answer["source_documents"][0] and answer["history"][-1][0] == EN
+    deleted = client.delete("/local_doc_qa/delete_file", params={"knowledge_base_id": "legacy",
+                                                                 "doc_name": "employee-handbook.md"})  # fmt: skip
+    assert deleted.status_code == 200
+    assert client.get("/local_doc_qa/list_files", params={"knowledge_base_id": "legacy"}).json()["data"] == [
+        "员工手册.md"
+    ]
+    missing = client.post("/local_doc_qa/local_doc_chat", json={"knowledge_base_id": "nope", "question": EN})
+    assert missing.status_code == 404  # the original answered 200 with the error in the text

@@ -1,0 +1,71 @@
+"""What every route depends on: the services, API keys, safe file names."""
+
+from __future__ import annotations
+
+import hmac
+import re
+import unicodedata
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from kb_qa.api.errors import ApiError
+from kb_qa.services import Services
+
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
+
+
+def _key(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else ""
+
+
+def _matches(key: str, keys: list[str]) -> bool:
+    return any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
+
+
+def require(role: str) -> Callable[[Request], None]:
+    """A dependency: the request carries a key allowed to ``read`` or to ``admin``ister."""
+
+    def check(request: Request) -> None:
+        server = request.app.state.settings.server
+        if not server.api_keys and not server.admin_keys:
+            return
+        key = _key(request)
+        if not key:
+            raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>",
+                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
+        if _matches(key, server.admin_keys):
+            return
+        if _matches(key, server.api_keys):
+            if role == "read":
+                return
+            raise ApiError(403, "forbidden", "this key may search and chat but not change knowledge bases; "
+                           "use an admin key")  # fmt: skip
+        raise ApiError(401, "unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
+
+    return check
+
+
+Read = Depends(require("read"))
+Admin = Depends(require("admin"))
+
+
+def _services(request: Request) -> Services:
+    return request.app.state.services
+
+
+Svc = Annotated[Services, Depends(_services)]
+
+
+def sanitize_filename(name: str) -> str:
+    """The last path part of an uploaded name, without control or path characters.
+
+    :raises ApiError: (400) when nothing usable is left.
+    """
+    base = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
+    clean = _UNSAFE.sub("_", base).strip().strip(".")
+    if not clean or clean.startswith("."):
+        raise ApiError(400, "invalid_filename", f"the file name {name!r} cannot be used; give the file a plain name")
+    return clean[:200]
