@@ -232,6 +232,27 @@ class KnowledgeBaseService:
             return str(LoadError("too_large", f"{size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.0f} MB"))
         return None
 
+    def reindex(self, name: str, key: str, progress: Progress | None = None) -> IngestReport:
+        """Read, split and embed one document again (after a loader or splitter change, say).
+
+        :raises DocumentNotFound: when the knowledge base has no such document, or its file is gone.
+        """
+        info = self.registry.get_kb(name)
+        report = IngestReport(name)
+        with self._lock(name):
+            self._check_model(info)
+            record = next((r for r in self.registry.documents(name) if r.path == key), None)
+            path = Path(record.source) if record is not None else None
+            if record is None or path is None or not path.is_file():
+                raise DocumentNotFound(
+                    f"knowledge base '{name}' has no document '{key}' with a readable file "
+                    f"(see `kb-qa kb files {name}`)"
+                )
+            store = self._open_store(info)
+            store.delete(key)  # forces the document through the pipeline again
+            self._sync(info, {key: path}, remove_missing=False, report=report, progress=progress, store=store)
+        return report
+
     def remove_files(self, name: str, keys: Iterable[str]) -> list[str]:
         """Remove documents (by the names ``kb files`` lists); their chunks stop being found at once.
 
@@ -306,11 +327,12 @@ class KnowledgeBaseService:
         remove_missing: bool,
         report: IngestReport,
         progress: Progress | None,
+        store: FaissStore | None = None,
     ) -> None:
         started = time.perf_counter()
         progress = progress or _NoProgress()
         name = info.name
-        store = self._open_store(info)
+        store = store or self._open_store(info)
         existing = {r.path: r for r in self.registry.documents(name)}
         stored = store.documents()
         upserts: list[DocumentRecord] = []

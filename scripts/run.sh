@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the bundled defaults: install, provision the models, build the sample
 # knowledge base from knowledge_base/samples, run two sample searches and answer a question with
-# the bundled chat model, citing its sources.
+# the bundled chat model, citing its sources; then serve the HTTP API on 127.0.0.1:7861 (Ctrl-C stops it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -16,3 +16,5 @@ $KBQA kb search handbook "Who approves an expense above CNY 5,000?" -k 2
 echo "==> a question answered from the knowledge base by the bundled chat model (SmolLM2-135M: tiny,"
 echo "    so expect rough answers; point llm.model at a real chat model, see README)"
 $KBQA ask "Who approves an expense above CNY 5,000?" --kb handbook --temperature 0 --max-tokens 80
+echo "==> serving the API on http://127.0.0.1:7861 (OpenAPI docs at /docs; Ctrl-C stops it)"
+exec $KBQA serve

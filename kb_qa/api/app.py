@@ -27,6 +27,7 @@ from kb_qa.api import errors as api_errors
 from kb_qa.api import legacy, openai_compat
 from kb_qa.api.deps import Admin, Read, Svc, sanitize_filename
 from kb_qa.api.errors import ApiError
+from kb_qa.api.jobs import JobRunner
 from kb_qa.api.schemas import (
     ChatOut,
     ChatRequest,
@@ -66,6 +67,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
                 log.error("models failed to load: %s", exc)
         state["ready"] = state["error"] is None
         yield
+        jobs.shutdown()
 
     app = FastAPI(
         title="kb-qa",
@@ -74,6 +76,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
         lifespan=lifespan,
     )
     app.state.settings = settings
+    jobs = JobRunner()
     api_errors.install(app)
     if settings.server.cors_origins:
         app.add_middleware(
@@ -104,6 +107,13 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
     @app.post("/knowledge_bases", status_code=201, tags=["knowledge bases"], dependencies=[Admin],
               summary="Create a knowledge base")  # fmt: skip
     def create_kb(body: KnowledgeBaseCreate, services: Svc) -> KnowledgeBaseOut:
+        if body.embedding_model and body.embedding_model != services.embeddings.name:
+            raise ApiError(
+                400,
+                "embedding_mismatch",
+                f"this server embeds with {services.embeddings.name}, not {body.embedding_model}; "
+                "set embedding.model in its settings to use another model",
+            )
         return KnowledgeBaseOut(**_kb(services.knowledge_bases.create(body.name, body.description)))
 
     @app.get("/knowledge_bases", tags=["knowledge bases"], dependencies=[Read], summary="List knowledge bases")
@@ -182,6 +192,33 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
     def delete_document(kb: str, document: str, services: Svc) -> Response:
         services.knowledge_bases.remove_files(kb, [document])
         return Response(status_code=204)
+
+    @app.post("/knowledge_bases/{kb}/documents/{document:path}/reindex", tags=["documents"], dependencies=[Admin],
+              summary="Read, split and embed one document again")  # fmt: skip
+    def reindex(kb: str, document: str, services: Svc) -> UploadOut:
+        report = services.knowledge_bases.reindex(kb, document)
+        files = [FileResult(file=o.path, action=o.action, chunks=o.chunks, error=o.error) for o in report.outcomes]
+        return UploadOut(knowledge_base=kb, files=files, seconds=round(report.seconds, 3))
+
+    @app.post("/knowledge_bases/{kb}/rebuild", status_code=202, tags=["jobs"], dependencies=[Admin],
+              summary="Rebuild a knowledge base in the background; poll the returned job")  # fmt: skip
+    def rebuild(kb: str, services: Svc, response: Response, recreate: bool = False) -> dict[str, Any]:
+        services.knowledge_bases.get(kb)
+        job = jobs.submit("rebuild", kb, lambda job: services.knowledge_bases.rebuild(kb, recreate=recreate,
+                                                                                       progress=job))  # fmt: skip
+        response.headers["Location"] = f"/jobs/{job.id}"
+        return job.to_dict()
+
+    @app.get("/jobs", tags=["jobs"], dependencies=[Read], summary="Recent jobs, newest first")
+    def list_jobs() -> list[dict[str, Any]]:
+        return [job.to_dict() for job in jobs.all()]
+
+    @app.get("/jobs/{job_id}", tags=["jobs"], dependencies=[Read], summary="A job's status and progress")
+    def get_job(job_id: str) -> dict[str, Any]:
+        job = jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, "job_not_found", f"no job {job_id!r} (finished jobs are kept for a while only)")
+        return job.to_dict()
 
     # --------------------------------------------------------------------- search
     @app.post("/knowledge_bases/{kb}/search", tags=["search"], dependencies=[Read],

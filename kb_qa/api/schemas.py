@@ -14,6 +14,9 @@ class _Body(BaseModel):
 class KnowledgeBaseCreate(_Body):
     name: str = Field(description="Letters, digits, Chinese characters, '_', '-', '.'; at most 64 characters.")
     description: str = Field("", description="Free text shown in listings.")
+    embedding_model: str | None = Field(
+        None, description="Must be the server's embedding model (embedding.model) when given; see GET /ready."
+    )
 
 
 class KnowledgeBaseOut(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,55 @@ def test_langchain_chatglm_api_py_routes(client: TestClient) -> None:
     ]
     missing = client.post("/local_doc_qa/local_doc_chat", json={"knowledge_base_id": "nope", "question": EN})
     assert missing.status_code == 404  # the original answered 200 with the error in the text
+
+
+def test_reindex_one_document_and_rebuild_as_a_job(hb: TestClient) -> None:
+    reindexed = hb.post("/knowledge_bases/hb/documents/员工手册.md/reindex")
+    assert reindexed.status_code == 200
+    (result,) = reindexed.json()["files"]
+    assert result["file"] == "员工手册.md" and result["action"] == "updated" and result["chunks"] > 0
+    assert hb.post("/knowledge_bases/hb/documents/nope.md/reindex").status_code == 404
+    started = hb.post("/knowledge_bases/hb/rebuild", params={"recreate": True})
+    assert started.status_code == 202 and started.headers["location"] == f"/jobs/{started.json()['id']}"
+    job = started.json()
+    for _ in range(600):  # poll the job resource until it ends
+        job = hb.get(f"/jobs/{job['id']}").json()
+        if job["status"] in ("done", "failed"):
+            break
+        time.sleep(0.1)
+    assert job["status"] == "done", job
+    assert job["total"] == job["done"] == 3 and job["report"]["added"] == 3
+    assert job["id"] in [j["id"] for j in hb.get("/jobs").json()]
+    assert hb.get("/jobs/unknown").status_code == 404
+    assert hb.post("/knowledge_bases/nope/rebuild").status_code == 404
+    found = hb.post("/knowledge_bases/hb/search", json={"query": EN}).json()["passages"]
+    assert "every 90 days" in found[0]["text"]
+
+
+def test_cors_embedding_model_check_and_a_failure_mid_stream(
+    kb_root: Path, embeddings: SentenceTransformerEmbeddings, llm: ChatLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with make_client(kb_root, embeddings, llm, server={"cors_origins": ["http://intranet.example"]}) as client:
+        preflight = client.options("/chat", headers={"Origin": "http://intranet.example",
+                                                     "Access-Control-Request-Method": "POST"})  # fmt: skip
+        assert preflight.headers["access-control-allow-origin"] == "http://intranet.example"
+        other = client.get("/health", headers={"Origin": "http://elsewhere.example"})
+        assert "access-control-allow-origin" not in other.headers
+        wrong = client.post("/knowledge_bases", json={"name": "x", "embedding_model": "bge-large-zh"})
+        assert wrong.status_code == 400 and "multilingual-e5-small" in error(wrong)["message"]
+        assert client.post(
+            "/knowledge_bases", json={"name": "x", "embedding_model": "multilingual-e5-small"}
+        ).is_success
+
+        real = llm.backend.stream
+
+        def failing(messages: Any, params: Any, cancel: Any) -> Iterator[str]:
+            stream = real(messages, params, cancel)
+            yield next(stream)
+            raise RuntimeError("the GPU fell over")
+
+        monkeypatch.setattr(llm.backend, "stream", failing)
+        with client.stream("POST", "/chat", json={"question": "Tell me a story.", "stream": True}) as response:
+            text = response.read().decode()
+        assert "event: delta" in text and "event: error" in text and "the server log" in text
+        assert "GPU fell over" not in text  # no internals reach the client

@@ -6,7 +6,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -15,7 +17,7 @@ import uvicorn
 
 from kb_qa.api import create_app
 from kb_qa.embeddings import SentenceTransformerEmbeddings
-from kb_qa.llm import ChatLLM
+from kb_qa.llm import ChatLLM, ConcurrencyGate
 from kb_qa.llm.factory import build_backend
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_services
@@ -33,30 +35,47 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def served(
-    tmp_path_factory: pytest.TempPathFactory, embeddings: SentenceTransformerEmbeddings
-) -> Iterator[tuple[str, Services]]:
-    backend = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
-    assert isinstance(backend, TransformersBackend)
-    llm = ChatLLM(backend=backend.load(), temperature=0.0, max_new_tokens=16)
-    root = tmp_path_factory.mktemp("served") / "kb"
-    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(root)}})
-    services = build_services(settings, embeddings=embeddings, llm=lambda: llm)
-    services.knowledge_bases.create("hb")
-    services.knowledge_bases.rebuild("hb", SAMPLES)
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn on a free loopback port for the duration of the block."""
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, services=services), host="127.0.0.1", port=port,
-                                           log_level="warning"))  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
     assert server.started
-    yield f"http://127.0.0.1:{port}", services
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def backend() -> TransformersBackend:
+    built = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
+    assert isinstance(built, TransformersBackend)
+    return built.load()
+
+
+def _services(root: Path, embeddings: SentenceTransformerEmbeddings, llm: ChatLLM) -> Services:
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(root)}})
+    services = build_services(settings, embeddings=embeddings, llm=lambda: llm)
+    services.knowledge_bases.create("hb")
+    services.knowledge_bases.rebuild("hb", SAMPLES)
+    return services
+
+
+@pytest.fixture(scope="module")
+def served(
+    tmp_path_factory: pytest.TempPathFactory, embeddings: SentenceTransformerEmbeddings, backend: TransformersBackend
+) -> Iterator[tuple[str, Services]]:
+    llm = ChatLLM(backend=backend, temperature=0.0, max_new_tokens=16)
+    services = _services(tmp_path_factory.mktemp("served") / "kb", embeddings, llm)
+    with serving(create_app(services.settings, services=services)) as base:
+        yield base, services
 
 
 def test_the_official_openai_sdk(served: tuple[str, Services]) -> None:
@@ -139,3 +158,60 @@ def test_health_and_search_answer_while_an_answer_streams(served: tuple[str, Ser
         assert found and not finished.is_set()  # both answered while the long answer was still streaming
     worker.join(120)
     assert finished.is_set()
+
+
+def test_parallel_uploads_to_one_knowledge_base_are_all_kept(served: tuple[str, Services]) -> None:
+    base, services = served
+    texts = {f"note-{i}.md": f"# Note {i}\n\nMeeting room {i} is booked by team {i * 7}." for i in range(6)}
+    codes: list[int] = []
+
+    def send(name: str, text: str) -> None:
+        response = httpx.post(f"{base}/knowledge_bases/hb/documents", files=[("files", (name, text.encode()))],
+                              timeout=300)  # fmt: skip
+        codes.append(response.status_code)
+
+    workers = [threading.Thread(target=send, args=item) for item in texts.items()]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(300)
+    assert codes == [200] * len(texts)
+    documents = {d.path: d for d in services.knowledge_bases.files("hb")}
+    assert set(texts) <= set(documents) and all(documents[n].status == "indexed" for n in texts)
+    store = services.knowledge_bases.reader("hb")
+    assert all(store.chunk_ids(name) for name in texts)
+
+
+def test_a_full_queue_answers_429_and_a_dropped_stream_stops_generating(
+    tmp_path: Path, embeddings: SentenceTransformerEmbeddings, backend: TransformersBackend,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    produced: list[str] = []
+    real = backend.stream
+
+    def counting(messages: Any, params: Any, cancel: Any) -> Iterator[str]:
+        for delta in real(messages, params, cancel):
+            produced.append(delta)
+            yield delta
+
+    monkeypatch.setattr(backend, "stream", counting)
+    gate = ConcurrencyGate(max_concurrent=1, max_queue=0)
+    llm = ChatLLM(backend=backend, gate=gate, temperature=0.0, max_new_tokens=300)
+    services = _services(tmp_path / "kb", embeddings, llm)
+    with serving(create_app(services.settings, services=services)) as base:
+        body = {"question": "Tell me a very long story about a lighthouse.", "stream": True}
+        with httpx.Client(base_url=base, timeout=120) as client:
+            with client.stream("POST", "/chat", json=body) as response:
+                lines = response.iter_lines()
+                assert any(line.startswith("event: delta") for line in lines)  # generation is running
+                busy = httpx.post(f"{base}/chat", json={"question": "hello", "max_tokens": 4}, timeout=60)
+                assert busy.status_code == 429 and busy.headers["retry-after"]
+                assert busy.json()["error"]["code"] == "busy"
+            # the client went away: the generation stops and frees the model for the next caller
+            for _ in range(600):
+                if client.post("/chat", json={"question": "hello", "max_tokens": 2}).status_code == 200:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the model was not freed after the client disconnected")
+    assert 0 < len(produced) < 300
