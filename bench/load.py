@@ -1,0 +1,170 @@
+"""Load on the HTTP API: concurrent clients against the real server on loopback.
+
+    .venv/bin/python bench/load.py [--seconds 15] [--clients 1 4 8]
+
+Serves the real app (uvicorn, default models: multilingual-e5-small and SmolLM2-135M on the CPU)
+over the sample handbook knowledge base, then measures, each phase for ``--seconds``:
+
+1. search only, with 1, 4 and 8 concurrent clients (POST /knowledge_bases/handbook/search with
+   questions in Chinese and English): requests/s, p50, p99;
+2. a mix: 2 clients streaming grounded answers (POST /chat, stream, 48 new tokens) back to back,
+   4 clients searching: answers/min, search p50/p99 under that load;
+3. ``GET /health`` every 100 ms while nothing runs, and during the mix: p50, p99, max.
+
+Writes docs/benchmarks/load.json. No target is asserted; docs/benchmarks.md quotes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import git_revision, machine, save_result
+from kb_qa.api import create_app
+from kb_qa.services import build_services
+from kb_qa.settings import PROJECT_DIR, load_settings
+
+QUESTIONS = [
+    "年假没休完可以顺延吗？",
+    "How often must passwords be changed?",
+    "省会城市出差住宿每晚上限多少钱？",
+    "Who approves an expense above CNY 5,000?",
+    "试用期多长时间？",
+    "How many days of annual leave do employees get?",
+]
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    array = np.array(values)
+    return {
+        "p50_ms": round(float(np.percentile(array, 50)), 2),
+        "p99_ms": round(float(np.percentile(array, 99)), 2),
+        "max_ms": round(float(array.max()), 2),
+    }
+
+
+def search_loop(base: str, stop: threading.Event, times: list[float], offset: int) -> None:
+    with httpx.Client(base_url=base, timeout=120) as client:
+        i = offset
+        while not stop.is_set():
+            started = time.perf_counter()
+            response = client.post("/knowledge_bases/handbook/search", json={"query": QUESTIONS[i % len(QUESTIONS)]})
+            response.raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+            i += 1
+
+
+def chat_loop(base: str, stop: threading.Event, answers: list[float], offset: int) -> None:
+    with httpx.Client(base_url=base, timeout=300) as client:
+        i = offset
+        while not stop.is_set():
+            body = {"question": QUESTIONS[i % len(QUESTIONS)], "knowledge_base": "handbook", "stream": True,
+                    "max_tokens": 48, "temperature": 0}  # fmt: skip
+            started = time.perf_counter()
+            with client.stream("POST", "/chat", json=body) as response:
+                if response.status_code == 429:
+                    time.sleep(0.2)
+                    continue
+                response.raise_for_status()
+                for _ in response.iter_lines():
+                    pass
+            answers.append((time.perf_counter() - started) * 1000)
+            i += 1
+
+
+def health_loop(base: str, stop: threading.Event, times: list[float]) -> None:
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            client.get("/health").raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.1)
+
+
+def run_phase(seconds: float, workers: list[tuple[object, tuple]]) -> None:
+    stop = threading.Event()
+    threads = [threading.Thread(target=target, args=(*args[:1], stop, *args[1:])) for target, args in workers]  # type: ignore[arg-type]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(600)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
+    args = parser.parse_args()
+    import uvicorn
+
+    with tempfile.TemporaryDirectory(prefix="kbqa-load-") as tmp:
+        settings = load_settings(overrides={"paths": {"kb_root": tmp}, "llm": {"max_concurrent": 1, "max_queue": 8}})
+        services = build_services(settings)
+        services.knowledge_bases.create("handbook")
+        services.knowledge_bases.rebuild("handbook", PROJECT_DIR / "knowledge_base" / "samples")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, services=services), host="127.0.0.1", port=port,
+                                               log_level="warning"))  # fmt: skip
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.1)
+        base = f"http://127.0.0.1:{port}"
+        httpx.post(f"{base}/knowledge_bases/handbook/search", json={"query": "warm up"}, timeout=60)
+        httpx.post(f"{base}/chat", json={"question": "warm up", "max_tokens": 4}, timeout=120)
+        results: dict[str, object] = {}
+
+        idle: list[float] = []
+        run_phase(min(args.seconds, 5), [(health_loop, (base, idle))])
+        results["health_idle"] = percentiles(idle)
+        print(f"/health idle: {results['health_idle']}", flush=True)
+
+        for clients in args.clients:
+            times: list[float] = []
+            run_phase(args.seconds, [(search_loop, (base, times, i)) for i in range(clients)])
+            row = {"clients": clients, "requests": len(times), "per_s": round(len(times) / args.seconds, 1),
+                   **percentiles(times)}  # fmt: skip
+            results[f"search_{clients}"] = row
+            print(f"search, {clients} clients: {row}", flush=True)
+
+        searches: list[float] = []
+        answers: list[float] = []
+        during: list[float] = []
+        workers = [(chat_loop, (base, answers, i)) for i in range(2)]
+        workers += [(search_loop, (base, searches, i)) for i in range(4)]
+        workers += [(health_loop, (base, during))]
+        run_phase(args.seconds * 2, workers)
+        results["mix"] = {
+            "answers": len(answers),
+            "answers_per_min": round(len(answers) / (args.seconds * 2) * 60, 1),
+            "answer_median_ms": round(statistics.median(answers), 1) if answers else None,
+            "searches_per_s": round(len(searches) / (args.seconds * 2), 1),
+            "search": percentiles(searches),
+            "health": percentiles(during),
+        }
+        print(f"mix (2 streaming answers + 4 searching): {results['mix']}", flush=True)
+        server.should_exit = True
+        thread.join(30)
+    path = save_result("load", {"machine": machine(), "revision": git_revision(), "seconds": args.seconds, **results})
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
