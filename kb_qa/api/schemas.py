@@ -48,7 +48,7 @@ class FileResult(BaseModel):
 
 
 class UploadOut(BaseModel):
-    knowledge_base: str
+    knowledge_base: str = Field(description="The knowledge base the files went into.")
     files: list[FileResult] = Field(description="One result per uploaded file, in upload order.")
     seconds: float = Field(description="Time spent indexing.")
 
@@ -79,13 +79,13 @@ class Passage(BaseModel):
 
 
 class SearchOut(BaseModel):
-    query: str
-    passages: list[Passage]
+    query: str = Field(description="The query as searched.")
+    passages: list[Passage] = Field(description="Best first; neighbouring chunks merged, duplicates dropped.")
 
 
 class Message(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: str
+    role: Literal["system", "user", "assistant"] = Field(description="Who said it.")
+    content: str = Field(description="What was said.")
 
 
 class ChatRequest(_Body):
@@ -111,33 +111,33 @@ class ChatRequest(_Body):
 
 class Source(BaseModel):
     number: int = Field(description="The [n] the answer cites it by.")
-    kb: str
-    document: str
-    page: int | None
-    heading: str
-    chunk_id: int
-    chunk_ids: list[int]
+    kb: str = Field(description="Knowledge base.")
+    document: str = Field(description="Document name.")
+    page: int | None = Field(description="Page, if the document has pages.")
+    heading: str = Field(description="Heading path of the passage's section.")
+    chunk_id: int = Field(description="Id of the best-matching chunk.")
+    chunk_ids: list[int] = Field(description="Every chunk in the passage.")
     score: float = Field(description="Cosine similarity of question and passage.")
-    relevance: float | None
-    text: str
-    start: int
-    end: int
+    relevance: float | None = Field(description="The retrieval method's rank signal.")
+    text: str = Field(description="The passage as the model saw it.")
+    start: int = Field(description="Character offset in its page/section.")
+    end: int = Field(description="End offset (exclusive).")
     cited: bool = Field(description="Whether the answer cites [number].")
 
 
 class ChatOut(BaseModel):
-    question: str
-    answer: str
-    mode: str
-    sources: list[Source]
+    question: str = Field(description="The question as asked.")
+    answer: str = Field(description="The answer (empty in search mode).")
+    mode: str = Field(description="kb, search or chat.")
+    sources: list[Source] = Field(description="The passages the model was given, numbered as in the prompt.")
     query: str = Field(description="What retrieval searched for (a follow-up rewritten to stand alone).")
     declined: bool = Field(description="True when no passage passed the threshold and the model was not asked.")
-    language: str
+    language: str = Field(description="The prompt language used (zh or en).")
     timings: dict[str, float] = Field(
         description="Milliseconds: retrieval_ms, generation_ms, first_token_ms, total_ms."
     )
-    models: dict[str, str]
-    notes: list[str]
+    models: dict[str, str] = Field(description="The embedding model and, when it ran, the chat model.")
+    notes: list[str] = Field(description="What was dropped to fit the context window, and similar remarks.")
 
 
 def history_value(history: Any) -> list[Any]:

@@ -68,8 +68,12 @@ def test_health_ready_and_documented_openapi(client: TestClient) -> None:
     ready = client.get("/ready")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     schema = client.get("/openapi.json").json()
-    fields = schema["components"]["schemas"]["ChatRequest"]["properties"]
-    assert all(field.get("description") for field in fields.values())
+    ours = ["KnowledgeBaseCreate", "KnowledgeBaseOut", "DocumentOut", "FileResult", "UploadOut", "SearchRequest",
+            "Passage", "SearchOut", "Message", "ChatRequest", "Source", "ChatOut", "ChatCompletionRequest",
+            "EmbeddingRequest", "GlmRequest", "LocalDocChat"]  # fmt: skip
+    for name in ours:
+        fields = schema["components"]["schemas"][name]["properties"]
+        assert all(field.get("description") for field in fields.values()), name
     assert "/knowledge_bases/{kb}/search" in schema["paths"]
 
 
@@ -289,3 +293,22 @@ def test_cors_embedding_model_check_and_a_failure_mid_stream(
             text = response.read().decode()
         assert "event: delta" in text and "event: error" in text and "the server log" in text
         assert "GPU fell over" not in text  # no internals reach the client
+
+
+def test_a_model_that_cannot_load_makes_the_service_unready(
+    kb_root: Path, embeddings: SentenceTransformerEmbeddings
+) -> None:
+    from kb_qa.errors import ModelUnavailable
+
+    def broken() -> ChatLLM:
+        raise ModelUnavailable("llm.model: /models/chatglm2-6b does not exist; point it at a local model folder")
+
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}})
+    services = build_services(settings, embeddings=embeddings, llm=broken)
+    with TestClient(create_app(settings, services=services)) as client:
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503 and "chatglm2-6b does not exist" in ready.json()["problems"][0]
+        chat = client.post("/chat", json={"question": "hello"})
+        assert chat.status_code == 503 and error(chat)["code"] == "model_unavailable"
+        assert chat.headers["retry-after"]
