@@ -109,19 +109,10 @@ class ChatRequest(_Body):
     stream: bool = Field(False, description="Server-Sent Events: sources, then text deltas, then done.")
 
 
-class Source(BaseModel):
+class Source(Passage):
+    """A passage the model was given, numbered as in its prompt."""
+
     number: int = Field(description="The [n] the answer cites it by.")
-    kb: str = Field(description="Knowledge base.")
-    document: str = Field(description="Document name.")
-    page: int | None = Field(description="Page, if the document has pages.")
-    heading: str = Field(description="Heading path of the passage's section.")
-    chunk_id: int = Field(description="Id of the best-matching chunk.")
-    chunk_ids: list[int] = Field(description="Every chunk in the passage.")
-    score: float = Field(description="Cosine similarity of question and passage.")
-    relevance: float | None = Field(description="The retrieval method's rank signal.")
-    text: str = Field(description="The passage as the model saw it.")
-    start: int = Field(description="Character offset in its page/section.")
-    end: int = Field(description="End offset (exclusive).")
     cited: bool = Field(description="Whether the answer cites [number].")
 
 
