@@ -172,6 +172,11 @@ class QAChain:
         self.rewrite_max_tokens = rewrite_max_tokens
 
     @property
+    def loaded_llm(self) -> ChatLLM | None:
+        """The chat model if it has been loaded, without loading it."""
+        return self._llm
+
+    @property
     def llm(self) -> ChatLLM:
         with self._llm_lock:
             if self._llm is None:

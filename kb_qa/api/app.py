@@ -40,7 +40,7 @@ from kb_qa.api.schemas import (
     UploadOut,
     history_value,
 )
-from kb_qa.errors import DocumentNotFound, KbQaError
+from kb_qa.errors import Busy, DocumentNotFound, KbQaError
 from kb_qa.services import Services, build_services
 from kb_qa.settings import Settings
 from loaders import LoadError, loader_for
@@ -242,6 +242,8 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
             "retrieval": {"top_k": body.top_k, "score_threshold": body.score_threshold, "documents": body.documents},
             "generation": {"temperature": body.temperature, "max_new_tokens": body.max_tokens},
         }
+        if body.stream and arguments["mode"] != "search":
+            _refuse_when_full(services)  # once the stream has started, a full queue could only be an error event
         events = services.qa.stream(body.question, **arguments)
         first = await anyio.to_thread.run_sync(_next, events)  # retrieval errors become HTTP errors here
         if not body.stream:
@@ -261,6 +263,8 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
               summary="Chat completions; model kb:<name> answers from that knowledge base")  # fmt: skip
     async def v1_chat(body: openai_compat.ChatCompletionRequest, services: Svc) -> Any:
         question, arguments = await anyio.to_thread.run_sync(openai_compat.chat_arguments, body, services)
+        if body.stream:
+            _refuse_when_full(services)
         events = services.qa.stream(question, **arguments)
         first = await anyio.to_thread.run_sync(_next, events)
         if not body.stream:
@@ -321,6 +325,12 @@ async def _sse(events: Iterator[dict[str, Any]], first: Any) -> AsyncIterator[st
         close = getattr(events, "close", None)
         if close is not None:  # a client that went away stops its generation
             close()
+
+
+def _refuse_when_full(services: Services) -> None:
+    llm = services.qa.loaded_llm
+    if llm is not None and llm.gate.full:
+        raise Busy("the model is busy (its queue is full); try again shortly")
 
 
 def _kb(info: Any) -> dict[str, Any]:

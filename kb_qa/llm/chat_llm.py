@@ -34,25 +34,36 @@ class ConcurrencyGate:
     def __init__(self, max_concurrent: int = 1, max_queue: int = 8) -> None:
         self._slots = threading.BoundedSemaphore(max_concurrent)
         self._waiting = 0
+        self._active = 0
+        self._max_concurrent = max_concurrent
         self._max_queue = max_queue
         self._lock = threading.Lock()
 
     def __enter__(self) -> ConcurrencyGate:
-        if self._slots.acquire(blocking=False):
-            return self
-        with self._lock:
-            if self._waiting >= self._max_queue:
-                raise Busy(f"the model is busy ({self._max_queue} requests already waiting); try again shortly")
-            self._waiting += 1
-        try:
-            self._slots.acquire()
-        finally:
+        if not self._slots.acquire(blocking=False):
             with self._lock:
-                self._waiting -= 1
+                if self._waiting >= self._max_queue:
+                    raise Busy(f"the model is busy ({self._max_queue} requests already waiting); try again shortly")
+                self._waiting += 1
+            try:
+                self._slots.acquire()
+            finally:
+                with self._lock:
+                    self._waiting -= 1
+        with self._lock:
+            self._active += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._active -= 1
         self._slots.release()
+
+    @property
+    def full(self) -> bool:
+        """Whether a new caller would be turned away now (every slot taken and the queue full)."""
+        with self._lock:
+            return self._active >= self._max_concurrent and self._waiting >= self._max_queue
 
     @property
     def waiting(self) -> int:

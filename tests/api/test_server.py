@@ -204,9 +204,11 @@ def test_a_full_queue_answers_429_and_a_dropped_stream_stops_generating(
             with client.stream("POST", "/chat", json=body) as response:
                 lines = response.iter_lines()
                 assert any(line.startswith("event: delta") for line in lines)  # generation is running
-                busy = httpx.post(f"{base}/chat", json={"question": "hello", "max_tokens": 4}, timeout=60)
-                assert busy.status_code == 429 and busy.headers["retry-after"]
-                assert busy.json()["error"]["code"] == "busy"
+                for stream in (False, True):  # a stream is refused before it starts, not with an error event
+                    busy = httpx.post(f"{base}/chat", json={"question": "hi", "max_tokens": 4, "stream": stream},
+                                      timeout=60)  # fmt: skip
+                    assert busy.status_code == 429 and busy.headers["retry-after"]
+                    assert busy.json()["error"]["code"] == "busy"
             # the client went away: the generation stops and frees the model for the next caller
             for _ in range(600):
                 if client.post("/chat", json={"question": "hello", "max_tokens": 2}).status_code == 200:
