@@ -142,7 +142,7 @@ def test_health_and_search_answer_while_an_answer_streams(served: tuple[str, Ser
     finished = threading.Event()
 
     def stream_long_answer() -> None:
-        body = {"question": "Write a long story about the handbook.", "max_tokens": 120, "stream": True}
+        body = {"question": "Count from 1 to 400, separated by commas.", "max_tokens": 200, "stream": True}
         with httpx.stream("POST", f"{base}/chat", json=body, timeout=120) as response:
             for line in response.iter_lines():
                 if line.startswith("event: delta"):
