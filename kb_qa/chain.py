@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -349,12 +349,18 @@ class QAChain:
 
     def ask(self, question: str, **kwargs: Any) -> Answer:
         """The whole answer at once (same arguments as :meth:`stream`)."""
-        final: dict[str, Any] = {}
-        for event in self.stream(question, **kwargs):
-            if event["event"] == "final":
-                final = event["answer"]
+        final = self.final_record(self.stream(question, **kwargs))
         sources = [Source(**s) for s in final.pop("sources")]
         return Answer(**final, sources=sources)
+
+    @staticmethod
+    def final_record(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+        """Consume :meth:`stream`'s events and return the final record (as a dict)."""
+        final: dict[str, Any] = {}
+        for event in events:
+            if event["event"] == "final":
+                final = event["answer"]
+        return final
 
     def _finish(self, state: dict[str, Any], text: str, started: float) -> Answer:
         trace = state.get("trace") or {}

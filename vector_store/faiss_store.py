@@ -229,23 +229,17 @@ class FaissStore:
         query = _normalise(vector)
         if query.shape[1] != self.dim:
             raise StoreError(f"query has {query.shape[1]} dimensions, the store {self.dim}")
-        params = None
-        if docs is None and self._ann is not None:
-            k = min(k, len(self._chunks))
-            scores, labels = self._ann.search(query, k)
-            return [
-                ScoredChunk(self._chunks[int(label)], float(score))
-                for score, label in zip(scores[0], labels[0], strict=True)
-                if label >= 0
-            ]
+        index, params = self._index, None
         if docs is not None:
             ids = np.array([i for d in docs for i in self._by_doc.get(d, [])], dtype=np.int64)
             if ids.size == 0:
                 return []
             params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(ids))  # type: ignore[call-arg]
             k = min(k, int(ids.size))
+        elif self._ann is not None:
+            index = self._ann  # unfiltered searches may go through the IVF index; filtered ones stay exact
         k = min(k, len(self._chunks))
-        scores, labels = self._index.search(query, k, params=params)
+        scores, labels = index.search(query, k, params=params)
         return [
             ScoredChunk(self._chunks[int(label)], float(score))
             for score, label in zip(scores[0], labels[0], strict=True)

@@ -10,9 +10,9 @@ chat) and ``server.admin_keys`` (also change knowledge bases); with none set the
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,10 +40,11 @@ from kb_qa.api.schemas import (
     UploadOut,
     history_value,
 )
+from kb_qa.api.uploads import ingest_uploads
+from kb_qa.chain import QAChain
 from kb_qa.errors import Busy, DocumentNotFound, KbQaError
 from kb_qa.services import Services, build_services
 from kb_qa.settings import Settings
-from loaders import LoadError, loader_for
 
 log = logging.getLogger(__name__)
 
@@ -135,43 +136,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
               summary="Upload and index files (multipart field 'files', one or many)")  # fmt: skip
     def upload(kb: str, services: Svc, files: Annotated[list[UploadFile], File(description="The files.")]) -> UploadOut:
         services.knowledge_bases.get(kb)
-        limit = int(services.settings.ingest.max_file_mb * 1024 * 1024)
-        results: dict[str, FileResult] = {}
-        statuses: list[int] = []
-        with tempfile.TemporaryDirectory(prefix="kbqa-upload-") as tmp:
-            paths = []
-            for upload_file in files:
-                name = sanitize_filename(upload_file.filename or "")
-                try:
-                    loader_for(Path(name))
-                except LoadError as exc:
-                    results[name] = FileResult(file=name, action="failed", error=str(exc))
-                    statuses.append(415)
-                    continue
-                target = Path(tmp) / name
-                if not _save_upload(upload_file, target, limit):
-                    too_large = f"too_large: over {services.settings.ingest.max_file_mb:g} MB"
-                    results[name] = FileResult(file=name, action="failed", error=too_large)
-                    statuses.append(413)
-                    continue
-                results[name] = FileResult(file=name, action="pending")
-                paths.append(target)
-            seconds = 0.0
-            if paths:
-                report = services.knowledge_bases.add_files(kb, paths)
-                seconds = report.seconds
-                for outcome in report.outcomes:
-                    name = Path(outcome.path).name
-                    results[name] = FileResult(file=name, action=outcome.action, chunks=outcome.chunks,
-                                               error=outcome.error)  # fmt: skip
-                    if outcome.action == "failed":
-                        statuses.append(422)
-        if results and all(r.action == "failed" for r in results.values()):
-            status = statuses[0] if len(set(statuses)) == 1 else 422
-            first = next(iter(results.values()))
-            raise ApiError(status, {413: "too_large", 415: "unsupported_type"}.get(status, "unreadable"),
-                           f"no file was indexed; {first.file}: {first.error}")  # fmt: skip
-        return UploadOut(knowledge_base=kb, files=list(results.values()), seconds=round(seconds, 3))
+        return ingest_uploads(services, kb, files)
 
     @app.get("/knowledge_bases/{kb}/documents", tags=["documents"], dependencies=[Read],
              summary="Documents with status, chunk counts and errors")  # fmt: skip
@@ -286,13 +251,7 @@ def _next(events: Iterator[dict[str, Any]]) -> Any:
 
 
 def _drain(events: Iterator[dict[str, Any]], first: Any) -> dict[str, Any]:
-    final: dict[str, Any] = {}
-    event = first
-    while event is not None:
-        if event["event"] == "final":
-            final = event["answer"]
-        event = next(events, None)
-    return final
+    return QAChain.final_record(itertools.chain([first] if first is not None else [], events))
 
 
 def _sse_line(event: str, data: object) -> str:
@@ -335,21 +294,6 @@ def _refuse_when_full(services: Services) -> None:
 
 def _kb(info: Any) -> dict[str, Any]:
     return {k: v for k, v in info.to_dict().items() if k in KnowledgeBaseOut.model_fields}
-
-
-def _save_upload(upload: UploadFile, target: Path, limit: int) -> bool:
-    """Copy an upload to ``target``; False (and nothing kept) when it is larger than ``limit``."""
-    size = 0
-    with target.open("wb") as out:
-        while block := upload.file.read(1 << 20):
-            size += len(block)
-            if size > limit:
-                break
-            out.write(block)
-    if size > limit:
-        target.unlink(missing_ok=True)
-        return False
-    return True
 
 
 def _load_models(services: Services) -> None:

@@ -18,7 +18,6 @@ shapes of the originals:
 from __future__ import annotations
 
 import datetime
-import tempfile
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,8 +26,9 @@ import anyio
 from fastapi import FastAPI, File, Form, Query, UploadFile
 from pydantic import BaseModel, Field
 
-from kb_qa.api.deps import Admin, Read, Svc, sanitize_filename
+from kb_qa.api.deps import Admin, Read, Svc
 from kb_qa.api.errors import ApiError
+from kb_qa.api.uploads import ingest_uploads
 from kb_qa.errors import KnowledgeBaseNotFound
 from kb_qa.services import Services
 
@@ -92,17 +92,8 @@ def register(app: FastAPI) -> None:
             services.knowledge_bases.get(kb)
         except KnowledgeBaseNotFound:
             services.knowledge_bases.create(kb)  # the original created it on first upload
-        with tempfile.TemporaryDirectory(prefix="kbqa-upload-") as tmp:
-            paths = []
-            for upload in files:
-                target = Path(tmp) / sanitize_filename(upload.filename or "")
-                target.write_bytes(upload.file.read())
-                paths.append(target)
-            report = services.knowledge_bases.add_files(kb, paths)
-        failed = report.failed
-        if failed and len(failed) == len(report.outcomes):
-            raise ApiError(422, "unreadable", f"文件上传失败 / upload failed: {failed[0].path}: {failed[0].error}")
-        done = [o.path for o in report.outcomes if o.action != "failed"]
+        result = ingest_uploads(services, kb, files)
+        done = [r.file for r in result.files if r.action != "failed"]
         return {"code": 200, "msg": f"已上传并加载 / uploaded and indexed: {', '.join(done)}"}
 
     @app.post("/local_doc_qa/upload_file", tags=tag, dependencies=[Admin])

@@ -239,6 +239,9 @@ def test_langchain_chatglm_api_py_routes(client: TestClient) -> None:
     assert client.get("/local_doc_qa/list_files", params={"knowledge_base_id": "legacy"}).json()["data"] == [
         "员工手册.md"
     ]
+    refused = client.post("/local_doc_qa/upload_file", data={"knowledge_base_id": "legacy"},
+                          files={"file": ("tool.exe", b"MZ")})  # fmt: skip
+    assert refused.status_code == 415 and error(refused)["code"] == "unsupported_type"  # the same checks as /documents
     missing = client.post("/local_doc_qa/local_doc_chat", json={"knowledge_base_id": "nope", "question": EN})
     assert missing.status_code == 404  # the original answered 200 with the error in the text
 
