@@ -670,7 +670,7 @@ def serve(
     root: RootOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Serve the HTTP API (OpenAPI docs at /docs). Models load before the first request is served."""
+    """Serve the web page (/) and the HTTP API (OpenAPI docs at /docs). Models load before the first request."""
     import uvicorn
 
     from kb_qa.api import create_app
@@ -678,9 +678,10 @@ def serve(
     overrides: dict[str, Any] = {"paths": {"kb_root": str(root.resolve())}} if root else {}
     with _errors():
         settings = load_settings(config, overrides=overrides)
-    uvicorn.run(
-        create_app(settings), host=host or settings.server.host, port=port or settings.server.port, log_level="info"
-    )
+    host, port = host or settings.server.host, port or settings.server.port
+    shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+    out.print(f"kb-qa: web page at http://{shown}:{port}/ , API docs at http://{shown}:{port}/docs", highlight=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 @app.callback()

@@ -16,5 +16,5 @@ $KBQA kb search handbook "Who approves an expense above CNY 5,000?" -k 2
 echo "==> a question answered from the knowledge base by the bundled chat model (SmolLM2-135M: tiny,"
 echo "    so expect rough answers; point llm.model at a real chat model, see README)"
 $KBQA ask "Who approves an expense above CNY 5,000?" --kb handbook --temperature 0 --max-tokens 80
-echo "==> serving the API on http://127.0.0.1:7861 (OpenAPI docs at /docs; Ctrl-C stops it)"
+echo "==> serving on http://127.0.0.1:7861: the web page at /, the API (OpenAPI docs at /docs); Ctrl-C stops it"
 exec $KBQA serve

@@ -6,6 +6,7 @@ LLM) runs on worker threads, never on the event loop: plain endpoints are sync f
 FastAPI runs in its thread pool, and a streamed answer advances its generator on a worker thread
 one event at a time. Errors: :mod:`kb_qa.api.errors`. Keys: ``server.api_keys`` (read, search,
 chat) and ``server.admin_keys`` (also change knowledge bases); with none set the API is open.
+The web page is ``GET /`` (:mod:`kb_qa.api.web`); ``POST /`` is ChatGLM2's drop-in route.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from kb_qa.api import errors as api_errors
-from kb_qa.api import legacy, openai_compat
+from kb_qa.api import legacy, openai_compat, web
 from kb_qa.api.deps import Admin, Read, Svc, sanitize_filename
 from kb_qa.api.errors import ApiError
 from kb_qa.api.jobs import JobRunner
@@ -217,6 +218,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
     legacy.register(app)
+    web.register(app)
 
     # ------------------------------------------------------- OpenAI-compatible
     @app.get("/v1/models", tags=["OpenAI-compatible"], dependencies=[Read],
