@@ -17,7 +17,6 @@ Writes docs/benchmarks/load.json. No target is asserted; docs/benchmarks.md quot
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import git_revision, machine, save_result
 from kb_qa.api import create_app
+from kb_qa.api.local import serving
 from kb_qa.services import build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
 
@@ -110,60 +110,51 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     args = parser.parse_args()
-    import uvicorn
-
     with tempfile.TemporaryDirectory(prefix="kbqa-load-") as tmp:
         settings = load_settings(overrides={"paths": {"kb_root": tmp}, "llm": {"max_concurrent": 1, "max_queue": 8}})
         services = build_services(settings)
         services.knowledge_bases.create("handbook")
         services.knowledge_bases.rebuild("handbook", PROJECT_DIR / "knowledge_base" / "samples")
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(settings, services=services), host="127.0.0.1", port=port,
-                                               log_level="warning"))  # fmt: skip
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.1)
-        base = f"http://127.0.0.1:{port}"
-        httpx.post(f"{base}/knowledge_bases/handbook/search", json={"query": "warm up"}, timeout=60)
-        httpx.post(f"{base}/chat", json={"question": "warm up", "max_tokens": 4}, timeout=120)
         results: dict[str, object] = {}
-
-        idle: list[float] = []
-        run_phase(min(args.seconds, 5), [(health_loop, (base, idle))])
-        results["health_idle"] = percentiles(idle)
-        print(f"/health idle: {results['health_idle']}", flush=True)
-
-        for clients in args.clients:
-            times: list[float] = []
-            run_phase(args.seconds, [(search_loop, (base, times, i)) for i in range(clients)])
-            row = {"clients": clients, "requests": len(times), "per_s": round(len(times) / args.seconds, 1),
-                   **percentiles(times)}  # fmt: skip
-            results[f"search_{clients}"] = row
-            print(f"search, {clients} clients: {row}", flush=True)
-
-        searches: list[float] = []
-        answers: list[float] = []
-        during: list[float] = []
-        workers = [(chat_loop, (base, answers, i)) for i in range(2)]
-        workers += [(search_loop, (base, searches, i)) for i in range(4)]
-        workers += [(health_loop, (base, during))]
-        run_phase(args.seconds * 2, workers)
-        results["mix"] = {
-            "answers": len(answers),
-            "answers_per_min": round(len(answers) / (args.seconds * 2) * 60, 1),
-            "answer_median_ms": round(statistics.median(answers), 1) if answers else None,
-            "searches_per_s": round(len(searches) / (args.seconds * 2), 1),
-            "search": percentiles(searches),
-            "health": percentiles(during),
-        }
-        print(f"mix (2 streaming answers + 4 searching): {results['mix']}", flush=True)
-        server.should_exit = True
-        thread.join(30)
+        with serving(create_app(settings, services=services)) as base:
+            run_all(base, args, results)
     path = save_result("load", {"machine": machine(), "revision": git_revision(), "seconds": args.seconds, **results})
     print(f"written: {path}")
+
+
+def run_all(base: str, args: argparse.Namespace, results: dict[str, object]) -> None:
+    httpx.post(f"{base}/knowledge_bases/handbook/search", json={"query": "warm up"}, timeout=60)
+    httpx.post(f"{base}/chat", json={"question": "warm up", "max_tokens": 4}, timeout=120)
+
+    idle: list[float] = []
+    run_phase(min(args.seconds, 5), [(health_loop, (base, idle))])
+    results["health_idle"] = percentiles(idle)
+    print(f"/health idle: {results['health_idle']}", flush=True)
+
+    for clients in args.clients:
+        times: list[float] = []
+        run_phase(args.seconds, [(search_loop, (base, times, i)) for i in range(clients)])
+        row = {"clients": clients, "requests": len(times), "per_s": round(len(times) / args.seconds, 1),
+               **percentiles(times)}  # fmt: skip
+        results[f"search_{clients}"] = row
+        print(f"search, {clients} clients: {row}", flush=True)
+
+    searches: list[float] = []
+    answers: list[float] = []
+    during: list[float] = []
+    workers = [(chat_loop, (base, answers, i)) for i in range(2)]
+    workers += [(search_loop, (base, searches, i)) for i in range(4)]
+    workers += [(health_loop, (base, during))]
+    run_phase(args.seconds * 2, workers)
+    results["mix"] = {
+        "answers": len(answers),
+        "answers_per_min": round(len(answers) / (args.seconds * 2) * 60, 1),
+        "answer_median_ms": round(statistics.median(answers), 1) if answers else None,
+        "searches_per_s": round(len(searches) / (args.seconds * 2), 1),
+        "search": percentiles(searches),
+        "health": percentiles(during),
+    }
+    print(f"mix (2 streaming answers + 4 searching): {results['mix']}", flush=True)
 
 
 if __name__ == "__main__":

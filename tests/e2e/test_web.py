@@ -428,7 +428,7 @@ def test_api_keys_are_asked_for_and_roles_respected(browser: Any, services: Serv
         assert "did not accept" in page.locator("#key-reason").inner_text()
 
         page.fill("#key-input", READER_KEY)
-        page.click("#key-save")
+        page.press("#key-input", "Enter")  # Enter uses the key
         dialog.wait_for(state="hidden")
         page.wait_for_function("() => document.querySelector('#server-status').textContent.startsWith('Ready')")
         page.fill("#kb-name", "locked")

@@ -205,12 +205,13 @@
   }
 
   // ------------------------------------------------------------------ server status
+  let statusTimer = null;
   async function refreshStatus() {
     const node = $("server-status");
     try {
       const response = await fetch("/ready", { headers: headers() });
       if (response.status === 401) {
-        node.textContent = t("key.needed");
+        node.textContent = t(state.key ? "key.rejected" : "key.needed");
         node.className = "server-status warn";
         return false;
       }
@@ -222,6 +223,8 @@
         const reason = (body.problems || []).join("; ") || (body.error && body.error.message) || "";
         node.textContent = reason.includes("loading") ? t("status.loading") : t("status.down", { reason });
         node.className = "server-status warn";
+        clearTimeout(statusTimer);
+        statusTimer = setTimeout(refreshStatus, 3000); // until the models are loaded
       }
       return true;
     } catch (_) {
@@ -889,6 +892,12 @@
       refreshStatus();
     });
     $("key-button").addEventListener("click", () => askForKey(""));
+    $("key-input").addEventListener("keydown", (event) => {
+      if (event.key === "Enter" && !event.isComposing) {
+        event.preventDefault();
+        $("key-dialog").close("save");
+      }
+    });
     $("key-dialog").addEventListener("close", async () => {
       const action = $("key-dialog").returnValue;
       if (action === "save") setKey($("key-input").value.trim(), $("key-remember").checked);
@@ -938,7 +947,7 @@
     applyLanguage();
     const reachable = await refreshStatus();
     if (!reachable) {
-      askForKey(t("key.needed"));
+      askForKey(t(state.key ? "key.rejected" : "key.needed"));
       document.body.dataset.ready = "true";
       return;
     }
