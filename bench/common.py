@@ -10,11 +10,37 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from kb_qa.settings import PROJECT_DIR
 
+if TYPE_CHECKING:
+    from kb_qa.services import Services
+
 SHARED = Path(os.environ.get("KBQA_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
 RESULTS = PROJECT_DIR / "docs" / "benchmarks"
+
+# questions on the sample handbook (knowledge_base/samples), Chinese and English in turn
+HANDBOOK_QUESTIONS = [
+    "年假没休完可以顺延吗？",
+    "How often must passwords be changed?",
+    "省会城市出差住宿每晚上限多少钱？",
+    "Who approves an expense above CNY 5,000?",
+    "试用期多长时间？",
+    "How many days of annual leave do employees get?",
+]
+
+
+def handbook_services(root: str | Path, **overrides: Any) -> Services:
+    """Services over a fresh knowledge-base root holding the sample handbook as ``handbook``."""
+    from kb_qa.services import build_services
+    from kb_qa.settings import load_settings
+
+    settings = load_settings(overrides={"paths": {"kb_root": str(root)}, **overrides})
+    services = build_services(settings)
+    services.knowledge_bases.create("handbook")
+    services.knowledge_bases.rebuild("handbook", PROJECT_DIR / "knowledge_base" / "samples")
+    return services
 
 
 def require_shared() -> Path:

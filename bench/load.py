@@ -29,20 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import git_revision, machine, save_result
+from bench.common import HANDBOOK_QUESTIONS, git_revision, handbook_services, machine, save_result
 from kb_qa.api import create_app
 from kb_qa.api.local import serving
-from kb_qa.services import build_services
-from kb_qa.settings import PROJECT_DIR, load_settings
-
-QUESTIONS = [
-    "年假没休完可以顺延吗？",
-    "How often must passwords be changed?",
-    "省会城市出差住宿每晚上限多少钱？",
-    "Who approves an expense above CNY 5,000?",
-    "试用期多长时间？",
-    "How many days of annual leave do employees get?",
-]
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -61,7 +50,9 @@ def search_loop(base: str, stop: threading.Event, times: list[float], offset: in
         i = offset
         while not stop.is_set():
             started = time.perf_counter()
-            response = client.post("/knowledge_bases/handbook/search", json={"query": QUESTIONS[i % len(QUESTIONS)]})
+            response = client.post(
+                "/knowledge_bases/handbook/search", json={"query": HANDBOOK_QUESTIONS[i % len(HANDBOOK_QUESTIONS)]}
+            )
             response.raise_for_status()
             times.append((time.perf_counter() - started) * 1000)
             i += 1
@@ -71,8 +62,8 @@ def chat_loop(base: str, stop: threading.Event, answers: list[float], offset: in
     with httpx.Client(base_url=base, timeout=300) as client:
         i = offset
         while not stop.is_set():
-            body = {"question": QUESTIONS[i % len(QUESTIONS)], "knowledge_base": "handbook", "stream": True,
-                    "max_tokens": 48, "temperature": 0}  # fmt: skip
+            body = {"question": HANDBOOK_QUESTIONS[i % len(HANDBOOK_QUESTIONS)], "knowledge_base": "handbook",
+                    "stream": True, "max_tokens": 48, "temperature": 0}  # fmt: skip
             started = time.perf_counter()
             with client.stream("POST", "/chat", json=body) as response:
                 if response.status_code == 429:
@@ -111,10 +102,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="kbqa-load-") as tmp:
-        settings = load_settings(overrides={"paths": {"kb_root": tmp}, "llm": {"max_concurrent": 1, "max_queue": 8}})
-        services = build_services(settings)
-        services.knowledge_bases.create("handbook")
-        services.knowledge_bases.rebuild("handbook", PROJECT_DIR / "knowledge_base" / "samples")
+        services = handbook_services(tmp, llm={"max_concurrent": 1, "max_queue": 8})
+        settings = services.settings
         results: dict[str, object] = {}
         with serving(create_app(settings, services=services)) as base:
             run_all(base, args, results)

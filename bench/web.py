@@ -30,20 +30,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import git_revision, machine, save_result
+from bench.common import HANDBOOK_QUESTIONS, git_revision, handbook_services, machine, save_result
 from kb_qa.api import create_app
 from kb_qa.api.local import serving
-from kb_qa.services import build_services
-from kb_qa.settings import PROJECT_DIR, load_settings
 
-QUESTIONS = [
-    "年假没休完可以顺延吗？",
-    "How often must passwords be changed?",
-    "省会城市出差住宿每晚上限多少钱？",
-    "Who approves an expense above CNY 5,000?",
-    "试用期多长时间？",
-    "How many days of annual leave do employees get?",
-]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
 
@@ -82,10 +72,8 @@ def main() -> None:
         sys.exit(f"Chromium not found at {chromium}: run scripts/install-browser.sh (or set KBQA_CHROMIUM)")
     results: dict[str, object] = {}
     with tempfile.TemporaryDirectory(prefix="kbqa-web-") as tmp:
-        settings = load_settings(overrides={"paths": {"kb_root": tmp}})
-        services = build_services(settings)
-        services.knowledge_bases.create("handbook")
-        services.knowledge_bases.rebuild("handbook", PROJECT_DIR / "knowledge_base" / "samples")
+        services = handbook_services(tmp)
+        settings = services.settings
         with serving(create_app(settings, services=services)) as base, sync_playwright() as driver:
             browser = driver.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 860})
@@ -121,7 +109,7 @@ def main() -> None:
             page.evaluate(ASK, "warm up")
             page.click("#chat-clear")
             rows = []
-            for question in (QUESTIONS * 3)[: args.questions]:
+            for question in (HANDBOOK_QUESTIONS * 3)[: args.questions]:
                 browser_ms = page.evaluate(ASK, question)
                 server = page.evaluate(
                     """() => { const convs = JSON.parse(localStorage.getItem('kbqa.conversations'));

@@ -351,12 +351,40 @@ def test_create_upload_ask_cite_delete(browser: Any, server: str, documents: dic
     page.click("#chat-clear")
     assert page.locator(".message").count() == 0 and page.locator("#chat-empty").is_visible()
 
+    # a minimum score no passage reaches: the page says so (the model is not asked)
+    page.click("#settings summary")
+    page.fill("#set-threshold", "0.99")
+    page.click("#settings summary")
+    declined = _ask(page, "住宿费每晚的标准是多少？")
+    assert tab.chats[-1]["score_threshold"] == 0.99
+    assert declined.locator(".message-status").inner_text().startswith("No passage was close enough")
+    page.click("#settings summary")
+    page.fill("#set-threshold", "")
+    page.click("#settings summary")
+    page.click("#chat-clear")
+
     # plain chat without a knowledge base: an answer, no sources, no knowledge base in the request
     page.select_option("#chat-kb", "")
     plain = _ask(page, "Say hello to the new colleague.")
     assert plain.locator(".answer").inner_text().strip()
     assert plain.locator("details.source").count() == 0
-    assert "knowledge_bases" not in tab.chats[-1]
+    assert "knowledge_bases" not in tab.chats[-1] and "score_threshold" not in tab.chats[-1]
+
+    # Stop ends a long answer part-way; the page is ready for the next question
+    page.click("#settings summary")
+    page.fill("#set-max-tokens", "2000")
+    page.click("#settings summary")
+    page.fill("#chat-input", "Write a long story about a robot that learns to paint.")
+    page.press("#chat-input", "Enter")
+    page.wait_for_function(
+        "() => { const a = document.querySelector('.message.assistant.streaming .answer');"
+        " return a && a.textContent.length > 20; }"
+    )
+    page.click("#chat-stop")
+    stopped = page.locator(".message.assistant").last
+    stopped.locator(".message-status", has_text="Stopped.").wait_for()
+    assert not page.locator("#chat-send").is_disabled() and page.locator("#chat-stop").is_hidden()
+    assert len(stopped.locator(".answer").inner_text()) > 20
 
     # delete the knowledge base: cancel keeps it, confirm removes it everywhere
     page.click('.kb-item[data-kb="northwind"]')
