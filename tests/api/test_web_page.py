@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -18,10 +19,10 @@ STATIC = sorted(p for p in (WEB_DIR / "static").iterdir() if p.is_file())
 
 
 @pytest.fixture()
-def client(services: Services) -> TestClient:
+def client(services: Services) -> Iterator[TestClient]:
     app = create_app(services.settings, services=services, load_models=False)
     with TestClient(app) as test_client:
-        return test_client
+        yield test_client
 
 
 def test_the_page_is_served_at_the_root_with_a_strict_content_security_policy(client: TestClient) -> None:
