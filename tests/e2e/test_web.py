@@ -400,6 +400,35 @@ def test_create_upload_ask_cite_delete(browser: Any, server: str, documents: dic
     tab.close()
 
 
+MARKDOWN_CASES = [
+    ("**Bold** and `code` [1]", "<p><strong>Bold</strong> and <code>code</code> [1]</p>"),
+    (
+        "Steps:\n1. one\n2. two\n\n- a\n- b",
+        "<p>Steps:</p><ol><li>one</li><li>two</li></ol><ul><li>a</li><li>b</li></ul>",
+    ),
+    ("3. three\n4. four", '<ol start="3"><li>three</li><li>four</li></ol>'),
+    ("# Title\ntext\nmore", '<p class="md-heading"><strong>Title</strong></p><p>text\nmore</p>'),
+    ("```py\nx = '<b>'\n```\nafter", "<pre><code>x = '&lt;b&gt;'</code></pre><p>after</p>"),
+    (
+        "<img src=x onerror=alert(1)> **<i>x</i>**",
+        "<p>&lt;img src=x onerror=alert(1)&gt; <strong>&lt;i&gt;x&lt;/i&gt;</strong></p>",
+    ),
+    ("**still stream", "<p>**still stream</p>"),  # an answer cut mid-way shows what it has
+    ("```\ncode so far", "<pre><code>code so far</code></pre>"),
+    ("年假 **15 天**【1】。", "<p>年假 <strong>15 天</strong>【1】。</p>"),
+]
+
+
+def test_answers_render_markdown_without_markup_injection(browser: Any, server: str) -> None:
+    tab = Page(browser, server)
+    page = tab.open()
+    render = """(text) => { const div = document.createElement('div');
+        window.KBQA_MARKDOWN.render(div, text, (parent, run) => parent.append(run)); return div.innerHTML; }"""
+    for text, html in MARKDOWN_CASES:
+        assert page.evaluate(render, text) == html, text
+    tab.close()
+
+
 def test_errors_are_readable(browser: Any, server: str) -> None:
     tab = Page(browser, server)
     page = tab.open()

@@ -611,33 +611,37 @@
   // ------------------------------------------------------------------ messages
   const CITATION = /\[(\d+(?:\s*[,，、]\s*\d+)*)\]|【(\d+(?:\s*[,，、]\s*\d+)*)】/g;
 
-  // The answer as text with each [n] / 【n】 that names a source turned into a link to its card.
+  // The answer, its Markdown rendered (markdown.js), with each [n] / 【n】 that names a source
+  // turned into a link to that source's card.
   function renderAnswer(container, text, sources, anchor) {
-    container.replaceChildren();
     const known = new Set((sources || []).map((s) => s.number));
+    window.KBQA_MARKDOWN.render(container, text, (parent, run) => linkCitations(parent, run, known, anchor));
+  }
+
+  function linkCitations(parent, text, known, anchor) {
     let last = 0;
     for (const match of text.matchAll(CITATION)) {
       const numbers = (match[1] || match[2]).split(/\s*[,，、]\s*/).map(Number);
       if (!numbers.some((n) => known.has(n))) continue;
-      container.append(text.slice(last, match.index));
+      parent.append(text.slice(last, match.index));
       const [open, close] = match[1] !== undefined ? ["[", "]"] : ["【", "】"];
-      container.append(open);
+      parent.append(open);
       numbers.forEach((n, i) => {
-        if (i) container.append(",");
+        if (i) parent.append(",");
         if (known.has(n)) {
-          container.append(el("a", { class: "cite", href: "#" + anchor + "-" + n, "data-source": String(n),
+          parent.append(el("a", { class: "cite", href: "#" + anchor + "-" + n, "data-source": String(n),
             onclick: (event) => {
               event.preventDefault();
               openSource(anchor, n);
             } }, String(n)));
         } else {
-          container.append(String(n));
+          parent.append(String(n));
         }
       });
-      container.append(close);
+      parent.append(close);
       last = match.index + match[0].length;
     }
-    container.append(text.slice(last));
+    parent.append(text.slice(last));
   }
 
   function openSource(anchor, n) {
