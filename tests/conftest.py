@@ -15,11 +15,13 @@ from pathlib import Path
 import pytest
 
 from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.llm.factory import build_backend
+from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_embeddings, build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
+from tests.helpers import SAMPLES
 
 SHARED_DATA = Path(os.environ.get("KBQA_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
-SAMPLES = PROJECT_DIR / "knowledge_base" / "samples"
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +41,18 @@ def embeddings() -> SentenceTransformerEmbeddings:
     model = build_embeddings(load_settings(environ={}))
     model.warm_up()
     return model
+
+
+@pytest.fixture(scope="session")
+def backend() -> TransformersBackend:
+    """The bundled chat model (SmolLM2-135M) on the CPU, loaded once for the session.
+
+    Tests that patch it (a spy on ``stream``, a smaller context window) do so with ``monkeypatch``,
+    which puts it back after the test.
+    """
+    built = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
+    assert isinstance(built, TransformersBackend)
+    return built.load()
 
 
 @pytest.fixture()

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from kb_qa.api.local import serving
+from kb_qa.settings import PROJECT_DIR
 
-__all__ = ["serving", "with_keys"]
+__all__ = ["SAMPLES", "serving", "with_keys"]
+
+SAMPLES = PROJECT_DIR / "knowledge_base" / "samples"
 
 
 def with_keys(settings: Any, api_keys: list[str], admin_keys: list[str] | None = None) -> Any:

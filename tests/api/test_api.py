@@ -14,22 +14,19 @@ from fastapi.testclient import TestClient
 from kb_qa.api import create_app
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.llm import ChatLLM
-from kb_qa.llm.factory import build_backend
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import build_services
 from kb_qa.settings import load_settings
+from tests.helpers import SAMPLES
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = Path(__file__).resolve().parents[2] / "knowledge_base" / "samples"
 EN = "How often must passwords be changed?"
 
 
 @pytest.fixture(scope="module")
-def llm() -> ChatLLM:
-    backend = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
-    assert isinstance(backend, TransformersBackend)
-    return ChatLLM(backend=backend.load(), temperature=0.0, max_new_tokens=16)
+def llm(backend: TransformersBackend) -> ChatLLM:
+    return ChatLLM(backend=backend, temperature=0.0, max_new_tokens=16)
 
 
 def make_client(kb_root: Path, embeddings: SentenceTransformerEmbeddings, llm: ChatLLM, **sections: Any) -> TestClient:

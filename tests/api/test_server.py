@@ -15,23 +15,14 @@ import pytest
 from kb_qa.api import create_app
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.llm import ChatLLM, ConcurrencyGate
-from kb_qa.llm.factory import build_backend
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_services
 from kb_qa.settings import load_settings
-from tests.helpers import serving
+from tests.helpers import SAMPLES, serving
 
 pytestmark = pytest.mark.integration
 
-SAMPLES = Path(__file__).resolve().parents[2] / "knowledge_base" / "samples"
 EN = "How often must passwords be changed?"
-
-
-@pytest.fixture(scope="module")
-def backend() -> TransformersBackend:
-    built = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
-    assert isinstance(built, TransformersBackend)
-    return built.load()
 
 
 def _services(root: Path, embeddings: SentenceTransformerEmbeddings, llm: ChatLLM) -> Services:

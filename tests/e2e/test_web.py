@@ -24,7 +24,6 @@ import pytest
 from kb_qa.api import create_app
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.llm import ChatLLM
-from kb_qa.llm.factory import build_backend
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_services
 from kb_qa.settings import load_settings
@@ -82,13 +81,6 @@ def browser() -> Iterator[Any]:
         launched = driver.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
-
-
-@pytest.fixture(scope="module")
-def backend() -> TransformersBackend:
-    built = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
-    assert isinstance(built, TransformersBackend)
-    return built.load()
 
 
 @pytest.fixture(scope="module")

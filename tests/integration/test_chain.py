@@ -17,7 +17,6 @@ from kb_qa.chain import PromptSet, cited_numbers, question_language
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import ConfigError, DocumentRejected
 from kb_qa.llm import ChatLLM
-from kb_qa.llm.factory import build_backend
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
@@ -27,13 +26,6 @@ pytestmark = pytest.mark.integration
 
 EN = "How often must passwords be changed?"
 ZH = "年假没休完可以顺延到明年吗？"
-
-
-@pytest.fixture(scope="module")
-def backend() -> TransformersBackend:
-    built = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
-    assert isinstance(built, TransformersBackend)
-    return built.load()
 
 
 class Spy:

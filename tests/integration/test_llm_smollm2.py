@@ -8,18 +8,9 @@ import threading
 import pytest
 
 from kb_qa.llm import ChatLLM, ConcurrencyGate
-from kb_qa.llm.factory import build_backend
 from kb_qa.llm.transformers_backend import TransformersBackend
-from kb_qa.settings import load_settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def backend() -> TransformersBackend:
-    built = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
-    assert isinstance(built, TransformersBackend)
-    return built.load()
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from loaders import LoadError, load_file, supported_suffixes
 from loaders.ocr import ocr_available
 from loaders.pdf import clean_page_text
 from loaders.text import decode_bytes
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 EXAMPLES = "unstructured-example-docs/example-docs"
 
