@@ -35,6 +35,7 @@ from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from kb_qa.domain import SearchHit
 from kb_qa.errors import ConfigError, DocumentRejected
+from kb_qa.evidence import EvidenceFinder
 from kb_qa.llm.base import Message, normalize_history
 from kb_qa.llm.budget import fit_context
 from kb_qa.llm.chat_llm import ChatLLM
@@ -103,6 +104,9 @@ class Source:
     start: int
     end: int
     cited: bool = False
+    # evidence: spans of ``text`` ({start, end, score}, best first) that best support the answer
+    # (in the sources event, before there is an answer: the question); see kb_qa/evidence.py
+    highlights: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_hit(cls, number: int, hit: SearchHit) -> Source:
@@ -157,8 +161,10 @@ class QAChain:
         history_turns: int = 3,
         rewrite_followups: bool = True,
         rewrite_max_tokens: int = 64,
+        highlights: bool = True,
     ) -> None:
         self.retriever = retriever
+        self.evidence = EvidenceFinder(retriever.embeddings) if highlights else None
         self._llm_factory = llm
         self._llm: ChatLLM | None = None
         self._llm_lock = threading.Lock()
@@ -204,7 +210,7 @@ class QAChain:
         if mode not in MODES:
             raise DocumentRejected(f"mode must be one of {list(MODES)}, not {mode!r}")
         knowledge_bases = list(inputs.get("knowledge_bases") or [])
-        if mode != "chat" and not knowledge_bases:
+        if mode != "chat" and not knowledge_bases and inputs.get("passages") is None:
             raise DocumentRejected(f"mode {mode!r} needs at least one knowledge base")
         history = normalize_history(inputs.get("history"))
         if self.history_turns >= 0:
@@ -218,6 +224,7 @@ class QAChain:
             "language": language,
             "retrieval": dict(inputs.get("retrieval") or {}),
             "generation": dict(inputs.get("generation") or {}),
+            "given": inputs.get("passages"),
             "trace": {"notes": [], "timings": {}, "declined": False, "prompt": None},
         }
 
@@ -243,7 +250,10 @@ class QAChain:
         if state["mode"] == "chat":
             return []
         started = time.perf_counter()
-        hits = self.retriever.retrieve(state["query"], state["knowledge_bases"], **state["retrieval"])
+        if state.get("given") is not None:  # passages handed in (e.g. the gold passage in evaluation)
+            hits = list(state["given"])
+        else:
+            hits = self.retriever.retrieve(state["query"], state["knowledge_bases"], **state["retrieval"])
         state["trace"]["timings"]["retrieval_ms"] = round((time.perf_counter() - started) * 1000, 1)
         if state["mode"] == "kb" and hits:
             prompts, llm = self.prompts[state["language"]], self.llm
@@ -316,9 +326,14 @@ class QAChain:
         history: object = None,
         retrieval: dict[str, Any] | None = None,
         generation: dict[str, Any] | None = None,
+        passages: Sequence[SearchHit] | None = None,
     ) -> Iterator[dict[str, Any]]:
         """Events: ``{"event": "sources", ...}`` once (before any text), ``{"event": "delta", "text"}``
-        for each piece of the answer, then ``{"event": "final", "answer": Answer.to_dict()}``."""
+        for each piece of the answer, then ``{"event": "final", "answer": Answer.to_dict()}``.
+
+        ``passages`` replaces retrieval with these passages (best first), e.g. the gold passage
+        when measuring the model's own ceiling. The sources' evidence highlights follow the
+        question in the sources event and the answer in the final record."""
         started = time.perf_counter()
         inputs = {
             "question": question,
@@ -327,6 +342,7 @@ class QAChain:
             "history": history,
             "retrieval": retrieval,
             "generation": generation,
+            "passages": list(passages) if passages is not None else None,
         }
         state: dict[str, Any] = {}
         parts: list[str] = []
@@ -336,6 +352,7 @@ class QAChain:
             if "passages" in chunk and not sent_sources:
                 sent_sources = True
                 sources = [Source.from_hit(i, h) for i, h in enumerate(chunk["passages"], 1)]
+                self._highlight(sources, state.get("question", question), "", state)
                 yield {
                     "event": "sources",
                     "query": state.get("query", question),
@@ -346,6 +363,17 @@ class QAChain:
                 yield {"event": "delta", "text": chunk["answer"]}
         answer = self._finish(state, "".join(parts), started)
         yield {"event": "final", "answer": answer.to_dict()}
+
+    def _highlight(self, sources: list[Source], question: str, answer: str, state: dict[str, Any]) -> None:
+        if self.evidence is None or not sources:
+            return
+        started = time.perf_counter()
+        found = self.evidence.find([s.text for s in sources], question, answer)
+        for source, highlights in zip(sources, found, strict=True):
+            source.highlights = [h.to_dict() for h in highlights]
+        timings = state.setdefault("trace", {}).setdefault("timings", {})
+        key = "answer_highlights_ms" if answer else "highlights_ms"
+        timings[key] = round((time.perf_counter() - started) * 1000, 1)
 
     def ask(self, question: str, **kwargs: Any) -> Answer:
         """The whole answer at once (same arguments as :meth:`stream`)."""
@@ -369,6 +397,8 @@ class QAChain:
         cited = cited_numbers(text)
         for source in sources:
             source.cited = source.number in cited
+        answered = text if state.get("mode") == "kb" and not trace.get("declined") else ""
+        self._highlight(sources, state.get("question", ""), answered, state)
         timings = dict(trace.get("timings") or {})
         timings["total_ms"] = round((time.perf_counter() - started) * 1000, 1)
         models = {"embedding": self.retriever.embeddings.name}

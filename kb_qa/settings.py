@@ -88,8 +88,8 @@ class IngestSettings(_Section):
 
 
 class LLMSettings(_Section):
-    backend: Literal["transformers", "chatglm", "openai"] = "transformers"
-    model: str = Field("SmolLM2-135M-Instruct", description="Bundled name, a local folder, or a .gguf file.")
+    backend: Literal["llamacpp", "transformers", "chatglm", "openai"] = "llamacpp"
+    model: str = Field("Qwen2.5-Coder-1.5B-Instruct", description="Bundled name, a local folder, or a .gguf file.")
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     dtype: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
     quantization: Literal["none", "8bit", "4bit"] = "none"
@@ -103,6 +103,10 @@ class LLMSettings(_Section):
     request_timeout: float = Field(120, gt=0)
     tokenizer: str | None = None
     context_window: int | None = Field(None, ge=256)
+    n_threads: int | None = Field(None, ge=1, le=512)
+    n_threads_batch: int | None = Field(None, ge=1, le=512)
+    n_gpu_layers: int = Field(0, ge=-1)
+    chat_template: str | None = None
     max_new_tokens: int = Field(512, ge=1, le=32768)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.9, gt=0.0, le=1.0)

@@ -21,6 +21,8 @@ from kb_qa.services import Services, build_embeddings, build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
 from tests.helpers import SAMPLES
 
+# the fast test model through the transformers backend
+SMOLLM2 = {"backend": "transformers", "model": "SmolLM2-135M-Instruct", "device": "cpu"}
 SHARED_DATA = Path(os.environ.get("KBQA_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
 
 
@@ -45,12 +47,14 @@ def embeddings() -> SentenceTransformerEmbeddings:
 
 @pytest.fixture(scope="session")
 def backend() -> TransformersBackend:
-    """The bundled chat model (SmolLM2-135M) on the CPU, loaded once for the session.
+    """The small test model (SmolLM2-135M, transformers backend) on the CPU, loaded once for the session.
+    The chain, API and page tests need a fast model, not a good one; the default model's answers are
+    tested in tests/integration/test_answers_default_model.py.
 
     Tests that patch it (a spy on ``stream``, a smaller context window) do so with ``monkeypatch``,
     which puts it back after the test.
     """
-    built = build_backend(load_settings(environ={}, overrides={"llm": {"device": "cpu"}}))
+    built = build_backend(load_settings(environ={}, overrides={"llm": SMOLLM2}))
     assert isinstance(built, TransformersBackend)
     return built.load()
 

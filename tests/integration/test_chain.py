@@ -71,7 +71,10 @@ def test_grounded_answer_streams_sources_then_text_then_the_record(qa: Services,
     assert kinds[0] == "sources" and kinds[-1] == "final" and set(kinds[1:-1]) == {"delta"}
     final = events[-1]["answer"]
     assert final["answer"] == "".join(e["text"] for e in events[1:-1]) and final["answer"].strip()
-    assert events[0]["sources"] == final["sources"]
+    without_evidence = [{k: v for k, v in s.items() if k not in ("highlights", "cited")} for s in final["sources"]]
+    assert [{k: v for k, v in s.items() if k not in ("highlights", "cited")} for s in events[0]["sources"]] == (
+        without_evidence
+    )
     first = final["sources"][0]
     assert first["number"] == 1 and first["document"] == "employee-handbook.md" and "every 90 days" in first["text"]
     assert {"retrieval_ms", "generation_ms", "first_token_ms", "total_ms"} <= set(final["timings"])
@@ -197,3 +200,39 @@ def test_prompt_files_are_checked(tmp_path: Path) -> None:
     (tmp_path / "en.yaml").write_text(good.replace("{context}", "(nothing)"), encoding="utf-8")
     with pytest.raises(ConfigError, match="context"):
         PromptSet.load(tmp_path / "en.yaml")
+
+
+def test_sources_carry_evidence_highlights_for_the_question_then_the_answer(qa: Services) -> None:
+    """Before the answer the highlights follow the question; in the record they follow the answer."""
+    events = list(qa.qa.stream(EN, knowledge_bases=["hb"], generation={"max_new_tokens": 4}))
+    early, final = events[0]["sources"], events[-1]["answer"]["sources"]
+    for sources in (early, final):
+        assert all(s["highlights"] for s in sources)
+        for source in sources:
+            for h in source["highlights"]:
+                assert 0 <= h["start"] < h["end"] <= len(source["text"])
+                sentence = source["text"][h["start"] : h["end"]]
+                assert sentence == sentence.strip() and len(sentence) >= 4
+    top = early[0]["highlights"][0]
+    assert early[0]["text"][top["start"] : top["end"]] == (
+        "Passwords have at least 12 characters and are changed every 90 days."
+    )
+    timings = events[-1]["answer"]["timings"]
+    assert timings["highlights_ms"] > 0 and timings["answer_highlights_ms"] > 0
+
+
+def test_answer_highlights_follow_what_the_answer_says(qa: Services) -> None:
+    """The evidence finder on its own: the same passage, different answers, different sentences."""
+    assert qa.qa.evidence is not None
+    passage = (
+        "Annual leave is 15 days a year. Unused leave may be carried over until 31 March of the next year. "
+        "Sick leave needs a doctor's note after two days."
+    )
+    question = "Can unused annual leave be carried over?"
+    by_question = qa.qa.evidence.find([passage], question)[0][0]
+    assert passage[by_question.start : by_question.end].startswith("Unused leave may be carried over")
+    by_answer = qa.qa.evidence.find([passage], question, "You need a doctor's note after two days [1].")[0][0]
+    assert passage[by_answer.start : by_answer.end].startswith("Sick leave needs a doctor's note")
+    chinese = "年假每年15天。未休完的年假可以顺延至次年3月31日。病假超过两天需要医生证明。"
+    best = qa.qa.evidence.find([chinese], "年假没休完可以顺延吗？")[0][0]
+    assert chinese[best.start : best.end] == "未休完的年假可以顺延至次年3月31日。"

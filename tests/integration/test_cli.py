@@ -118,8 +118,22 @@ def test_chat_keeps_history_until_clear_and_stops_on_stop() -> None:
     assert len(answers) >= 2
 
 
-def test_llm_info_reports_the_bundled_model() -> None:
-    result = main_py("llm", "info", "--json", KBQA_LLM__DEVICE="cpu")
+def test_llm_info_reports_the_default_model_its_file_and_hash() -> None:
+    from kb_qa.bundled import QWEN_15B
+
+    result = main_py("llm", "info", "--json")
+    info = json.loads(result.stdout)
+    assert info["backend"] == "llamacpp" and info["name"] == QWEN_15B.name
+    assert info["source"].endswith(QWEN_15B.file_name)
+    assert info["file_bytes"] == QWEN_15B.size and info["sha256"] == QWEN_15B.sha256
+    assert info["architecture"] == "qwen2" and info["quantization"] == "Q4_K_M"
+
+
+def test_llm_info_reports_the_transformers_model() -> None:
+    result = main_py(
+        "llm", "info", "--json", KBQA_LLM__BACKEND="transformers", KBQA_LLM__MODEL="SmolLM2-135M-Instruct",
+        KBQA_LLM__DEVICE="cpu",
+    )  # fmt: skip
     info = json.loads(result.stdout)
     assert info["name"] == "SmolLM2-135M-Instruct"
     assert info["device"] == "cpu" and info["quantization"] == "none"
@@ -127,17 +141,20 @@ def test_llm_info_reports_the_bundled_model() -> None:
 
 
 def test_impossible_llm_settings_stop_at_start_up_without_a_traceback() -> None:
-    result = main_py("llm", "info", check=False, KBQA_LLM__DEVICE="cpu", KBQA_LLM__QUANTIZATION="8bit")
+    result = main_py(
+        "llm", "info", check=False, KBQA_LLM__BACKEND="transformers", KBQA_LLM__DEVICE="cpu",
+        KBQA_LLM__QUANTIZATION="8bit",
+    )  # fmt: skip
     assert result.returncode == 2
     assert "needs a CUDA GPU" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_models_provision_prepares_both_bundled_models() -> None:
-    result = main_py("models", "provision", "--json", KBQA_LLM__DEVICE="cpu")
+    result = main_py("models", "provision", "--json")
     info = json.loads(result.stdout)
     assert info["embedding"]["model"] == "multilingual-e5-small" and info["embedding"]["dimension"] == 384
-    assert info["chat"]["name"] == "SmolLM2-135M-Instruct"
+    assert info["chat"]["name"] == "Qwen2.5-Coder-1.5B-Instruct" and info["chat"]["backend"] == "llamacpp"
 
 
 def _tiny_set(folder: Path) -> Path:

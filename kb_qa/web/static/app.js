@@ -654,6 +654,32 @@
     card.scrollIntoView({ block: "nearest", behavior: "smooth" });
   }
 
+  // The passage with its evidence highlights (the sentences that best support the answer, or the
+  // question before the answer is there) as <mark> nodes. Offsets count Unicode code points (Python's
+  // str indices), so the text is split with Array.from, not by UTF-16 units.
+  function evidenceText(text, highlights) {
+    const chars = Array.from(text);
+    const spans = (highlights || []).filter((h) => h.end > h.start && h.start >= 0 && h.end <= chars.length)
+      .slice().sort((a, b) => a.start - b.start);
+    const nodes = [];
+    let at = 0;
+    for (const span of spans) {
+      if (span.start < at) continue; // overlapping spans: keep the first
+      if (span.start > at) nodes.push(document.createTextNode(chars.slice(at, span.start).join("")));
+      nodes.push(el("mark", { class: "evidence", text: chars.slice(span.start, span.end).join("") }));
+      at = span.end;
+    }
+    if (at < chars.length) nodes.push(document.createTextNode(chars.slice(at).join("")));
+    return nodes;
+  }
+
+  function evidenceLine(source) {
+    const best = (source.highlights || [])[0];
+    if (!best) return null;
+    const sentence = Array.from(source.text).slice(best.start, best.end).join("").replace(/\s+/g, " ");
+    return el("span", { class: "source-evidence", title: t("source.evidence"), text: "» " + sentence });
+  }
+
   function sourceCards(sources, anchor) {
     return sources.map((source) => el("details", { class: "source" + (source.cited ? " cited" : ""),
       id: anchor + "-" + source.number, "data-source": String(source.number), "data-document": source.document },
@@ -662,11 +688,12 @@
       el("span", { class: "source-file", text: source.document }),
       source.page ? el("span", { class: "muted", text: t("source.page", { page: source.page }) }) : null,
       el("span", { class: "source-score", text: t("source.score", { score: Number(source.score).toFixed(3) }) }),
-      source.cited ? el("span", { class: "badge ok", text: t("source.cited") }) : null),
+      source.cited ? el("span", { class: "badge ok", text: t("source.cited") }) : null,
+      evidenceLine(source)),
     el("div", { class: "source-body" },
       el("div", { class: "muted source-where",
         text: [source.kb, source.heading].filter(Boolean).join(" › ") }),
-      el("blockquote", { class: "source-text", text: source.text }))));
+      el("blockquote", { class: "source-text" }, ...evidenceText(source.text, source.highlights)))));
   }
 
   function messageNode(conv, message, index) {

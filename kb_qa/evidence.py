@@ -1,0 +1,158 @@
+"""Evidence highlights: the sentences of each source passage that best support an answer.
+
+Computed locally, without the chat model, so a reader can check an answer at a glance even when
+the model is wrong. Each passage is cut into sentences (the splitter's rules: 。！？； and .?!
+without abbreviations, and line ends). Every sentence is scored against the answer (or, before
+there is an answer, the question) by two signals:
+
+- **meaning**: the cosine, under the embedding model, of the answer as a query and the sentence as
+  a passage (e5's ``query: `` / ``passage: `` prefixes);
+- **words**: the share of the answer's keywords (the BM25 analyzer: jieba words for Chinese,
+  stemmed words for English, no stop words) that the sentence contains, each weighted by its
+  rarity among the sentences at hand.
+
+The two are mixed (``0.5 / 0.5`` by default, chosen on the dev sets, see docs/evaluation.md) and
+a passage's best sentence is highlighted, and its runner-up too when that scores within
+``margin`` of it. With an answer, the question's keywords count too (at a third of the
+weight): an answer like "Yes [1]." says little by itself.
+
+Spans are character offsets into the passage text (``Source.text``), half-open.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from loaders.splitter import sentence_spans
+from vector_store.keyword_index import tokenize
+
+_CITATION = re.compile(r"\s*[\[【]\d{1,3}(?:\s*[,，、]\s*\d{1,3})*[\]】]")
+MIN_SENTENCE_CHARS = 4
+_CACHE = 2048
+
+
+class Encoder(Protocol):
+    def encode_queries(self, texts: list[str]) -> np.ndarray: ...
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray: ...
+
+
+@dataclass
+class Highlight:
+    start: int
+    end: int
+    score: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "score": round(self.score, 4)}
+
+
+def strip_citations(text: str) -> str:
+    return _CITATION.sub("", text).strip()
+
+
+def sentences(text: str) -> list[tuple[int, int]]:
+    """Sentence spans of a passage; pieces too short to stand alone join the one before."""
+    spans = sentence_spans(text, 0, len(text))
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and end - start < MIN_SENTENCE_CHARS:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _keyword_overlap(target: dict[str, float], sentence_tokens: list[set[str]], idf: dict[str, float]) -> np.ndarray:
+    total = sum(idf.get(t, 0.0) * w for t, w in target.items())
+    if total <= 0:
+        return np.zeros(len(sentence_tokens), dtype=np.float32)
+    scores = [sum(idf.get(t, 0.0) * w for t, w in target.items() if t in tokens) / total for tokens in sentence_tokens]
+    return np.asarray(scores, dtype=np.float32)
+
+
+class EvidenceFinder:
+    """Highlights for a list of passages, given an answer or a question.
+
+    :param encoder: the embedding model (``encode_queries`` / ``encode_passages``).
+    :param meaning_weight: weight of the cosine against the keyword share (0..1).
+    :param margin: a second sentence is highlighted when it scores within this of the best.
+    """
+
+    def __init__(self, encoder: Encoder, *, meaning_weight: float = 0.5, margin: float = 0.03) -> None:
+        self.encoder = encoder
+        self.meaning_weight = meaning_weight
+        self.margin = margin
+        # sentence vectors, kept between the question's and the answer's highlights of one reply
+        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _sentence_vectors(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            missing = list(dict.fromkeys(t for t in texts if t not in self._vectors))
+        if missing:
+            fresh = self.encoder.encode_passages(missing)
+            with self._lock:
+                for text, vector in zip(missing, fresh, strict=True):
+                    self._vectors[text] = vector
+                while len(self._vectors) > _CACHE:
+                    self._vectors.popitem(last=False)
+        with self._lock:
+            found = [self._vectors.get(t) for t in texts]
+        if any(v is None for v in found):  # evicted meanwhile by another thread: compute directly
+            return self.encoder.encode_passages(texts)
+        return np.stack([v for v in found if v is not None])
+
+    def find(self, passages: Sequence[str], question: str, answer: str = "") -> list[list[Highlight]]:
+        """For each passage, its highlighted sentences (best first)."""
+        cut = [sentences(p) for p in passages]
+        flat = [p[s:e] for p, spans in zip(passages, cut, strict=True) for s, e in spans]
+        if not flat:
+            return [[] for _ in passages]
+        target = strip_citations(answer) or question
+        vectors = self._sentence_vectors(flat)
+        query = self.encoder.encode_queries([target])[0]
+        meaning = vectors @ query
+        sentence_tokens = [set(tokenize(s)) for s in flat]
+        df: Counter[str] = Counter(t for tokens in sentence_tokens for t in tokens)
+        n = len(flat)
+        idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        wanted: dict[str, float] = dict(Counter(tokenize(target)))
+        if answer.strip() and target != question:
+            for token in tokenize(question):
+                wanted[token] = wanted.get(token, 0.0) + 1 / 3
+        words = _keyword_overlap(wanted, sentence_tokens, idf)
+        scores = self.meaning_weight * meaning + (1 - self.meaning_weight) * words
+        result: list[list[Highlight]] = []
+        offset = 0
+        for spans in cut:
+            local = scores[offset : offset + len(spans)]
+            offset += len(spans)
+            if not spans:
+                result.append([])
+                continue
+            order = np.argsort(-local, kind="stable")
+            best = float(local[order[0]])
+            chosen = [int(order[0])]
+            if len(order) > 1 and best - float(local[order[1]]) <= self.margin:
+                chosen.append(int(order[1]))
+            result.append([Highlight(spans[i][0], spans[i][1], float(local[i])) for i in chosen])
+        return result
+
+
+def top_highlight(per_source: Sequence[Sequence[Highlight]]) -> tuple[int, Highlight] | None:
+    """(source index, highlight) of the best-scoring highlight over all sources, or None."""
+    best: tuple[int, Highlight] | None = None
+    for index, highlights in enumerate(per_source):
+        for highlight in highlights:
+            if best is None or highlight.score > best[1].score:
+                best = (index, highlight)
+    return best
