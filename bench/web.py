@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/web.py [--questions 6] [--max-tokens 64]
 
-Serves the real app on loopback (multilingual-e5-small, SmolLM2-135M on the CPU) over the sample
+Serves the real app on loopback (multilingual-e5-small, the configured chat model: by default the
+bundled Qwen2.5-Coder-1.5B through llama.cpp on the CPU) over the sample
 handbook, opens the page in Debian's Chromium (``/usr/bin/chromium`` or ``KBQA_CHROMIUM``) and
 measures, in one run:
 
@@ -10,7 +11,9 @@ measures, in one run:
    service; no request leaves it);
 2. time from navigation to a usable page (knowledge bases listed), median of 5 loads;
 3. for each question (Chinese and English, greedy, ``--max-tokens``), typed and sent in the page:
-   the time until the first words show in the browser against the server's own first-token time
+   the time until the source cards with their evidence highlights show (and, through the API, until
+   the ``sources`` event arrives; target: within 1 s of the request), the time until the first words
+   show in the browser against the server's own first-token time
    (the ``done`` event's ``timings.first_token_ms``), and the time until the finished answer is
    shown against the server's ``total_ms``. The ratios say what the page (fetch, SSE parsing,
    rendering) adds on top of the service.
@@ -26,6 +29,7 @@ import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -44,20 +48,39 @@ ASK = """async (question) => {
   const before = box.querySelectorAll('.message.assistant').length;
   return await new Promise((resolve) => {
     let first = null;
+    let sources = null;
     const t0 = performance.now();
     const observer = new MutationObserver(() => {
       const answers = box.querySelectorAll('.message.assistant');
       if (answers.length <= before) return;
       const last = answers[answers.length - 1];
       const now = performance.now() - t0;
+      if (sources === null && last.querySelector('details.source .source-evidence')) sources = now;
       if (first === null && last.querySelector('.answer').textContent.length > 0) first = now;
-      if (!last.classList.contains('streaming')) { observer.disconnect(); resolve({first, done: now}); }
+      if (!last.classList.contains('streaming')) { observer.disconnect(); resolve({first, sources, done: now}); }
     });
     observer.observe(box, {childList: true, subtree: true, characterData: true});
     document.getElementById('chat-input').value = question;
     document.getElementById('chat-form').requestSubmit();
   });
 }"""
+
+
+def _api_sources_ms(base: str, question: str, max_tokens: int) -> float:
+    """Milliseconds from sending /chat (stream) to its `sources` event (evidence highlights included)."""
+    import httpx
+
+    body = {"question": question, "knowledge_base": "handbook", "stream": True, "temperature": 0,
+            "max_tokens": max_tokens}  # fmt: skip
+    started = time.perf_counter()
+    with httpx.stream("POST", base + "/chat", json=body, timeout=300) as response:
+        for line in response.iter_lines():
+            if line.startswith("event: sources"):
+                at = time.perf_counter()
+                for _ in response.iter_lines():  # let the answer finish before the next question
+                    pass
+                return 1000 * (at - started)
+    raise RuntimeError("no sources event")
 
 
 def main() -> None:
@@ -120,6 +143,8 @@ def main() -> None:
                 page.click("#chat-clear")  # one question per conversation: no follow-up rewriting
                 row = {
                     "question": question,
+                    "browser_sources_ms": round(browser_ms["sources"] or browser_ms["done"], 1),
+                    "api_sources_ms": round(_api_sources_ms(base, question, args.max_tokens), 1),
                     "browser_first_words_ms": round(browser_ms["first"], 1),
                     "server_first_token_ms": round(server["first_token_ms"], 1),
                     "browser_done_ms": round(browser_ms["done"], 1),
@@ -135,6 +160,8 @@ def main() -> None:
     results["answers"] = {
         "questions": len(rows),
         "max_tokens": args.max_tokens,
+        "browser_sources_ms_median": median("browser_sources_ms"),
+        "api_sources_ms_median": median("api_sources_ms"),
         "browser_first_words_ms_median": median("browser_first_words_ms"),
         "server_first_token_ms_median": median("server_first_token_ms"),
         "first_words_ratio": round(median("browser_first_words_ms") / median("server_first_token_ms"), 3),
@@ -144,6 +171,8 @@ def main() -> None:
         "rows": rows,
     }
     a = results["answers"]
+    print(f"sources with evidence shown: browser {a['browser_sources_ms_median']} ms, API sources event "
+          f"{a['api_sources_ms_median']} ms after the request (target <= 1000 ms)")  # fmt: skip
     print(f"first words: browser {a['browser_first_words_ms_median']} ms vs server {a['server_first_token_ms_median']}"
           f" ms (x{a['first_words_ratio']}); finished: browser {a['browser_done_ms_median']} ms vs server "
           f"{a['server_total_ms_median']} ms (x{a['done_ratio']})")  # fmt: skip

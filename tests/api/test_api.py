@@ -150,7 +150,10 @@ def test_search_options_and_bad_requests(hb: TestClient) -> None:
 def test_chat_answers_with_sources_history_and_declines(hb: TestClient) -> None:
     answer = hb.post("/chat", json={"question": EN, "knowledge_base": "hb", "temperature": 0, "max_tokens": 12}).json()
     assert answer["answer"] and answer["sources"][0]["document"] == "employee-handbook.md"
-    assert {"retrieval_ms", "generation_ms", "total_ms"} <= set(answer["timings"])
+    assert {"retrieval_ms", "generation_ms", "total_ms", "highlights_ms"} <= set(answer["timings"])
+    first = answer["sources"][0]
+    assert first["highlights"] and set(first["highlights"][0]) == {"start", "end", "score"}
+    assert 0 <= first["highlights"][0]["start"] < first["highlights"][0]["end"] <= len(first["text"])
     declined = hb.post("/chat", json={"question": EN, "knowledge_bases": ["hb"], "score_threshold": 0.9999}).json()
     assert declined["declined"] and declined["sources"] == [] and "llm" not in declined["models"]
     for history in ([["Hi", "Hello!"]], [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]):
@@ -173,6 +176,7 @@ def test_chat_streams_sources_then_deltas_then_done(hb: TestClient) -> None:
     names = [name for name, _ in events]
     assert names[0] == "sources" and names[-1] == "done" and set(names[1:-1]) == {"delta"}
     assert events[0][1]["sources"][0]["document"] == "employee-handbook.md"
+    assert events[0][1]["sources"][0]["highlights"]  # evidence arrives with the sources, before any text
     assert events[-1][1]["answer"] == "".join(data["text"] for name, data in events if name == "delta")
 
 

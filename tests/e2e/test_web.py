@@ -299,6 +299,10 @@ def test_create_upload_ask_cite_delete(browser: Any, server: str, documents: dic
     assert re.search(r"score 0\.\d{3}", summary)
     passage = card.locator(".source-text").inner_text()
     assert passage and (passage in EN_DOC or passage in ZH_DOC)
+    # evidence: the passage's supporting sentence is marked, and shown on the closed card as well
+    marked = card.locator(".source-text mark.evidence")
+    assert marked.count() >= 1 and marked.first.inner_text().strip() in passage
+    assert card.locator(".source-evidence").inner_text().startswith("» ")
     _screenshot(page, "chat")
 
     # a follow-up in the same conversation carries the first turn as history
@@ -315,6 +319,8 @@ def test_create_upload_ask_cite_delete(browser: Any, server: str, documents: dic
     first_card = zh_answer.locator("details.source").first
     first_card.locator("summary").click()  # a card opens by itself too
     assert first_card.locator(".source-text").inner_text() in ZH_DOC
+    zh_evidence = first_card.locator(".source-text mark.evidence").first.inner_text()
+    assert zh_evidence in ZH_DOC and ("住宿" in zh_evidence or "元" in zh_evidence)
     page.click("#lang-switch")  # the whole page, answers included, in Chinese
     assert page.locator("#tab-docs").inner_text() == "文档"
     assert zh_answer.locator(".sources-title").inner_text() == "出处"

@@ -182,3 +182,23 @@ def test_info_names_the_file_its_size_and_hash(cpp: LlamaCppBackend) -> None:
 
 def test_default_threads_use_every_core_up_to_eight() -> None:
     assert default_threads(1) == 1 and default_threads(2) == 2 and default_threads(64) == 8
+
+
+def test_the_header_reader_agrees_with_the_gguf_package() -> None:
+    from gguf import GGUFReader, GGUFValueType
+
+    from kb_qa.llm.gguf_file import gguf_metadata
+
+    path = smollm2_gguf()
+    ours = gguf_metadata(path)
+    reader = GGUFReader(str(path))
+    scalars = {
+        name: f
+        for name, f in reader.fields.items()
+        if f.types and f.types[0] != GGUFValueType.ARRAY and not name.startswith("GGUF.")  # the header counts
+    }
+    assert set(ours) == set(scalars)
+    for name, field in scalars.items():
+        value = field.contents()
+        assert ours[name] == (pytest.approx(value) if isinstance(value, float) else value), name
+    assert gguf_metadata(path, ("general.architecture",)) == {"general.architecture": "llama"}
