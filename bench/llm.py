@@ -64,7 +64,7 @@ def worker(args: argparse.Namespace) -> None:
 
     llm_cfg: dict[str, Any] = {"backend": args.backend, "model": args.model, "device": "cpu"}
     backend = build_backend(load_settings(overrides={"llm": llm_cfg}))
-    getattr(backend, "load")()  # noqa: B009 - every in-process backend has load()
+    backend.load()
     llm = ChatLLM(
         backend=backend, system_prompt="", temperature=0.0, repetition_penalty=1.0, max_new_tokens=args.tokens
     )

@@ -35,7 +35,7 @@ from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from kb_qa.domain import SearchHit
 from kb_qa.errors import ConfigError, DocumentRejected
-from kb_qa.evidence import EvidenceFinder
+from kb_qa.evidence import CitationChecker, EvidenceFinder
 from kb_qa.llm.base import Message, normalize_history
 from kb_qa.llm.budget import fit_context
 from kb_qa.llm.chat_llm import ChatLLM
@@ -162,9 +162,12 @@ class QAChain:
         rewrite_followups: bool = True,
         rewrite_max_tokens: int = 64,
         highlights: bool = True,
+        check_citations: bool = True,
     ) -> None:
         self.retriever = retriever
-        self.evidence = EvidenceFinder(retriever.embeddings) if highlights else None
+        self.evidence = EvidenceFinder(retriever.embeddings) if highlights or check_citations else None
+        self.highlights = highlights
+        self.check_citations = check_citations
         self._llm_factory = llm
         self._llm: ChatLLM | None = None
         self._llm_lock = threading.Lock()
@@ -304,10 +307,23 @@ class QAChain:
             system = prompts.system
             user = prompts.grounded.format(context="\n\n".join(passages), question=state["question"])
         first = None
+        checker = None
+        if mode == "kb" and self.check_citations and self.evidence is not None:
+            checker = CitationChecker(self.evidence, [h.text for h in state["passages"]])
         for delta in llm.stream_text(llm.messages(user, history, system), llm.params(**state["generation"])):
             if first is None:
                 first = time.perf_counter()
-            yield delta
+            text = checker.feed(delta) if checker is not None else delta
+            if text:
+                yield text
+        if checker is not None:
+            tail = checker.flush()
+            if tail:
+                yield tail
+            for cited, best in checker.changed:
+                state["trace"]["notes"].append(
+                    f"the model cited [{cited}] for a sentence that passage [{best}] supports; changed to [{best}]"
+                )
         end = time.perf_counter()
         state["trace"]["timings"]["generation_ms"] = round((end - started) * 1000, 1)
         state["trace"]["timings"]["first_token_ms"] = round(((first or end) - started) * 1000, 1)
@@ -365,7 +381,7 @@ class QAChain:
         yield {"event": "final", "answer": answer.to_dict()}
 
     def _highlight(self, sources: list[Source], question: str, answer: str, state: dict[str, Any]) -> None:
-        if self.evidence is None or not sources:
+        if self.evidence is None or not self.highlights or not sources:
             return
         started = time.perf_counter()
         found = self.evidence.find([s.text for s in sources], question, answer)

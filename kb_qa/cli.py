@@ -428,9 +428,7 @@ def _provision_chat(settings: Settings, *, show: bool) -> dict[str, Any]:
 
             provision(bundled, settings.model_cache, progress=moved)
     backend = build_backend(settings)
-    load = getattr(backend, "load", None)
-    if load is not None:
-        load()
+    backend.load()
     return backend.info()
 
 
@@ -583,7 +581,7 @@ def chat(
     with _errors():
         services = _services(root, config)
         llm = services.qa.llm
-        llm.backend.context_window  # noqa: B018 - loads the model before the first prompt
+        llm.backend.load()
     history: list[dict[str, str]] = []
     interactive = sys.stdin.isatty()
     if interactive:

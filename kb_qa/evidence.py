@@ -11,7 +11,7 @@ there is an answer, the question) by two signals:
   stemmed words for English, no stop words) that the sentence contains, each weighted by its
   rarity among the sentences at hand.
 
-The two are mixed (``0.5 / 0.5`` by default, chosen on the dev sets, see docs/evaluation.md) and
+The two are mixed (``0.5 / 0.5`` by default; bench/evidence.py compares the weights) and
 a passage's best sentence is highlighted, and its runner-up too when that scores within
 ``margin`` of it. With an answer, the question's keywords count too (at a third of the
 weight): an answer like "Yes [1]." says little by itself.
@@ -111,12 +111,14 @@ class EvidenceFinder:
             return self.encoder.encode_passages(texts)
         return np.stack([v for v in found if v is not None])
 
-    def find(self, passages: Sequence[str], question: str, answer: str = "") -> list[list[Highlight]]:
-        """For each passage, its highlighted sentences (best first)."""
+    def signals(
+        self, passages: Sequence[str], question: str, answer: str = ""
+    ) -> tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray]:
+        """Each passage's sentence spans, and for all sentences in order: (cosine, keyword share)."""
         cut = [sentences(p) for p in passages]
         flat = [p[s:e] for p, spans in zip(passages, cut, strict=True) for s, e in spans]
         if not flat:
-            return [[] for _ in passages]
+            return cut, np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
         target = strip_citations(answer) or question
         vectors = self._sentence_vectors(flat)
         query = self.encoder.encode_queries([target])[0]
@@ -129,8 +131,15 @@ class EvidenceFinder:
         if answer.strip() and target != question:
             for token in tokenize(question):
                 wanted[token] = wanted.get(token, 0.0) + 1 / 3
-        words = _keyword_overlap(wanted, sentence_tokens, idf)
-        scores = self.meaning_weight * meaning + (1 - self.meaning_weight) * words
+        return cut, meaning, _keyword_overlap(wanted, sentence_tokens, idf)
+
+    def find(
+        self, passages: Sequence[str], question: str, answer: str = "", *, meaning_weight: float | None = None
+    ) -> list[list[Highlight]]:
+        """For each passage, its highlighted sentences (best first)."""
+        cut, meaning, words = self.signals(passages, question, answer)
+        weight = self.meaning_weight if meaning_weight is None else meaning_weight
+        scores = weight * meaning + (1 - weight) * words
         result: list[list[Highlight]] = []
         offset = 0
         for spans in cut:
@@ -146,6 +155,92 @@ class EvidenceFinder:
                 chosen.append(int(order[1]))
             result.append([Highlight(spans[i][0], spans[i][1], float(local[i])) for i in chosen])
         return result
+
+
+class CitationChecker:
+    """Checks each ``[n]`` of a streamed answer against the passages, as it arrives.
+
+    Small models often write the right sentence and then cite the wrong passage number. Text is
+    passed through unchanged except inside a citation: when ``[k]`` (or ``【k】``) is complete, the
+    sentence it closes is scored against every passage (:class:`EvidenceFinder`'s mix of cosine and
+    keyword share over each passage's best sentence); when passage ``k`` supports it less than the
+    best passage by more than ``margin``, the number is replaced by the best passage's. Citations
+    of numbers that do not exist are replaced the same way. What the stream yields is what the final
+    record holds, so the streamed text and the record never disagree.
+    """
+
+    _OPEN = ("[", "【")
+
+    def __init__(self, finder: EvidenceFinder, passages: Sequence[str], *, margin: float = 0.1) -> None:
+        self.finder = finder
+        self.passages = list(passages)
+        self.margin = margin
+        self._text = ""  # everything emitted so far
+        self._held = ""
+        self.changed: list[tuple[int, int]] = []  # (cited, replaced by)
+
+    def feed(self, delta: str) -> str:
+        out = []
+        for ch in delta:
+            if self._held:
+                self._held += ch
+                match = _ONE_CITATION.fullmatch(self._held)
+                if match:
+                    out.append(self._checked(match))
+                    self._held = ""
+                elif not _CITATION_PREFIX.fullmatch(self._held):
+                    out.append(self._held)
+                    self._text += self._held
+                    self._held = ""
+            elif ch in self._OPEN:
+                self._held = ch
+            else:
+                out.append(ch)
+                self._text += ch
+        return "".join(out)
+
+    def flush(self) -> str:
+        held, self._held = self._held, ""
+        self._text += held
+        return held
+
+    def _checked(self, match: re.Match[str]) -> str:
+        cited = int(match.group(2))
+        sentence = _last_sentence(self._text)
+        number = cited
+        if self.passages and sentence:
+            support = self._support(sentence)
+            best = int(np.argmax(support)) + 1
+            own = support[cited - 1] if 1 <= cited <= len(self.passages) else -np.inf
+            if best != cited and support[best - 1] - own > self.margin:
+                number = best
+                self.changed.append((cited, best))
+        text = f"{match.group(1)}{number}{match.group(3)}"
+        self._text += text
+        return text
+
+    def _support(self, sentence: str) -> np.ndarray:
+        cut, meaning, words = self.finder.signals(self.passages, sentence, sentence)
+        scores = self.finder.meaning_weight * meaning + (1 - self.finder.meaning_weight) * words
+        best = []
+        offset = 0
+        for spans in cut:
+            local = scores[offset : offset + len(spans)]
+            offset += len(spans)
+            best.append(float(local.max()) if len(local) else -1.0)
+        return np.asarray(best)
+
+
+_ONE_CITATION = re.compile(r"([\[【])(\d{1,3})([\]】])")
+_CITATION_PREFIX = re.compile(r"[\[【]\d{0,3}")
+_SENTENCE_END = re.compile(r"[。！？!?；;]|\.(?=\s)|\n")
+
+
+def _last_sentence(text: str) -> str:
+    """The sentence a citation at the end of ``text`` closes (earlier citations stripped)."""
+    body = strip_citations(text).rstrip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(body[:-1])] if body else []
+    return body[ends[-1] :].strip() if ends else body.strip()
 
 
 def top_highlight(per_source: Sequence[Sequence[Highlight]]) -> tuple[int, Highlight] | None:

@@ -85,5 +85,6 @@ def build_services(
         language=settings.qa.language,
         history_turns=settings.qa.history_turns,
         rewrite_followups=settings.qa.rewrite_followups,
+        check_citations=settings.qa.check_citations,
     )
     return Services(settings, embeddings, service, retriever, qa)

@@ -61,7 +61,7 @@ class SplitterSettings(_Section):
 
 class RetrievalSettings(_Section):
     top_k: int = Field(4, ge=1, le=100)
-    score_threshold: float = Field(0.0, ge=-1.0, le=1.0)
+    score_threshold: float = Field(0.8, ge=-1.0, le=1.0)
     method: Literal["hybrid", "dense", "bm25"] = "hybrid"
     fusion: Literal["weighted", "rrf"] = "weighted"
     dense_weight: float = Field(0.5, ge=0.0, le=1.0)
@@ -80,6 +80,7 @@ class QASettings(_Section):
     prompts_dir: str = "configs/prompts"
     history_turns: int = Field(3, ge=0, le=50)
     rewrite_followups: bool = True
+    check_citations: bool = True
 
 
 class IngestSettings(_Section):

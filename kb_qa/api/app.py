@@ -300,7 +300,7 @@ def _kb(info: Any) -> dict[str, Any]:
 
 def _load_models(services: Services) -> None:
     services.embeddings.warm_up()
-    services.qa.llm.backend.context_window  # noqa: B018 - loads the chat model
+    services.qa.llm.backend.load()
 
 
 __all__ = ["create_app", "sanitize_filename"]

@@ -143,6 +143,10 @@ class ChatBackend(ABC):
     def stream(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> Iterator[str]:
         """Yield text deltas of the answer to ``messages`` (never the prompt)."""
 
+    def load(self) -> ChatBackend:
+        """Load the model now (a warm-up) instead of on the first prompt; a no-op for served models."""
+        return self
+
     @abstractmethod
     def count_tokens(self, text: str) -> int:
         """Tokens ``text`` takes in this model's own tokenizer."""

@@ -20,14 +20,16 @@ from tests.helpers import SAMPLES
 pytest.importorskip("llama_cpp")
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# question, the key fact (any of these spellings), where it must come from
+# question, the key fact (any of these spellings, in either language: the handbook exists in Chinese
+# and English, and citing the other language's version of the same sentence is a correct citation)
+HANDBOOK = ("员工手册.md", "employee-handbook.md")
 QUESTIONS = [
-    ("年假没休完可以顺延吗？", ("5天", "五天", "3月31日"), "员工手册.md"),
-    ("单笔报销超过5000元需要谁批准？", ("财务总监",), "员工手册.md"),
-    ("登录密码多久更换一次？", ("90天",), "员工手册.md"),
-    ("Who approves an expense above CNY 5,000?", ("Chief Financial Officer", "CFO"), "employee-handbook.md"),
-    ("How often must passwords be changed?", ("90 days",), "employee-handbook.md"),
-    ("How many days of paid sick leave do employees get per year?", ("10 days", "ten days"), "employee-handbook.md"),
+    ("年假没休完可以顺延吗？", ("5天", "五天", "3月31日", "March 31")),
+    ("单笔报销超过5000元需要谁批准？", ("财务总监", "Chief Financial Officer")),
+    ("登录密码多久更换一次？", ("90天", "90 days")),
+    ("Who approves an expense above CNY 5,000?", ("Chief Financial Officer", "CFO", "财务总监")),
+    ("How often must passwords be changed?", ("90 days", "90天")),
+    ("How many days of paid sick leave do employees get per year?", ("10 days", "ten days", "10天")),
 ]
 OFF_TOPIC = ["What is the boiling point of mercury in Kelvin?", "梵高的《星夜》是哪一年画的？"]
 
@@ -43,9 +45,9 @@ def services(tmp_path_factory: pytest.TempPathFactory, embeddings: SentenceTrans
     return built
 
 
-@pytest.mark.parametrize(("question", "facts", "document"), QUESTIONS, ids=[q for q, _, _ in QUESTIONS])
+@pytest.mark.parametrize(("question", "facts"), QUESTIONS, ids=[q for q, _ in QUESTIONS])
 def test_the_answer_holds_the_fact_and_cites_a_source_holding_it(
-    services: Services, question: str, facts: tuple[str, ...], document: str
+    services: Services, question: str, facts: tuple[str, ...]
 ) -> None:
     answer = services.qa.ask(question, knowledge_bases=["handbook"], generation={"temperature": 0.0})
     assert answer.models["llm"] == "Qwen2.5-Coder-1.5B-Instruct"
@@ -57,7 +59,7 @@ def test_the_answer_holds_the_fact_and_cites_a_source_holding_it(
     # every cited number is a real source, and at least one cited source holds the fact
     assert all(1 <= s.number <= len(answer.sources) for s in cited)
     assert any(any(f.lower() in s.text.lower() for f in facts) for s in cited), (text, [s.document for s in cited])
-    assert any(s.document == document for s in cited)
+    assert all(s.document in HANDBOOK for s in cited if any(f.lower() in s.text.lower() for f in facts))
 
 
 @pytest.mark.parametrize("question", OFF_TOPIC)

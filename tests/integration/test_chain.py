@@ -236,3 +236,44 @@ def test_answer_highlights_follow_what_the_answer_says(qa: Services) -> None:
     chinese = "年假每年15天。未休完的年假可以顺延至次年3月31日。病假超过两天需要医生证明。"
     best = qa.qa.evidence.find([chinese], "年假没休完可以顺延吗？")[0][0]
     assert chinese[best.start : best.end] == "未休完的年假可以顺延至次年3月31日。"
+
+
+def test_citations_are_checked_as_they_stream(qa: Services) -> None:
+    from kb_qa.evidence import CitationChecker
+
+    assert qa.qa.evidence is not None
+    passages = [
+        "Travel claims are due within ten working days after the trip.",
+        "Any single expense above CNY 5,000 must also be signed off by the Chief Financial Officer.",
+    ]
+    answer = (
+        "Expenses above CNY 5,000 are signed off by the Chief Financial Officer [1]. Claims are due in ten days [1]."
+    )
+    checker = CitationChecker(qa.qa.evidence, passages)
+    streamed = "".join(checker.feed(ch) for ch in answer) + checker.flush()  # one character at a time
+    assert streamed == (
+        "Expenses above CNY 5,000 are signed off by the Chief Financial Officer [2]. Claims are due in ten days [1]."
+    )
+    assert checker.changed == [(1, 2)]
+    # a number that does not exist is corrected; lists of numbers and an unfinished bracket pass unchanged
+    other = CitationChecker(qa.qa.evidence, passages)
+    text = "Claims are due within ten working days【7】 see [1, 2] and ["
+    assert other.feed(text) + other.flush() == "Claims are due within ten working days【1】 see [1, 2] and ["
+
+
+def test_a_wrong_citation_number_is_corrected_in_the_stream_and_the_record(
+    qa: Services, backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model (its output replaced here) cites [3] for a sentence that only passage [1] holds."""
+
+    def scripted(messages: list[dict[str, str]], params: Any, cancel: threading.Event) -> Iterator[str]:
+        yield from ["Passwords are changed ", "every 90 days ", "[", "3", "]."]
+
+    monkeypatch.setattr(backend, "stream", scripted)
+    events = list(qa.qa.stream(EN, knowledge_bases=["hb"]))
+    final = events[-1]["answer"]
+    streamed = "".join(e["text"] for e in events if e["event"] == "delta")
+    assert streamed == final["answer"] == "Passwords are changed every 90 days [1]."
+    assert [s["number"] for s in final["sources"] if s["cited"]] == [1]
+    assert "every 90 days" in final["sources"][0]["text"]
+    assert any("changed to [1]" in note for note in final["notes"])
