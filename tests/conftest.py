@@ -19,7 +19,7 @@ from kb_qa.llm.factory import build_backend
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_embeddings, build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
-from tests.helpers import SAMPLES
+from tests.helpers import ANY_SCORE, SAMPLES
 
 # the fast test model through the transformers backend
 SMOLLM2 = {"backend": "transformers", "model": "SmolLM2-135M-Instruct", "device": "cpu"}
@@ -66,7 +66,7 @@ def kb_root(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def services(kb_root: Path, embeddings: SentenceTransformerEmbeddings) -> Services:
-    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}})
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}, **ANY_SCORE})
     return build_services(settings, embeddings=embeddings)
 
 

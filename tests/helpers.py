@@ -7,9 +7,14 @@ from typing import Any
 from kb_qa.api.local import serving
 from kb_qa.settings import PROJECT_DIR
 
-__all__ = ["SAMPLES", "serving", "with_keys"]
+__all__ = ["ANY_SCORE", "SAMPLES", "serving", "with_keys"]
 
 SAMPLES = PROJECT_DIR / "knowledge_base" / "samples"
+
+# Settings overrides for tests of retrieval, chain, API and page mechanics: keep every passage, whatever
+# its score (the shipped score_threshold of 0.80 declines off-topic questions; that default is tested
+# with the default model in tests/integration/test_answers_default_model.py and in test_retrieval.py).
+ANY_SCORE: dict[str, Any] = {"retrieval": {"score_threshold": 0.0}}
 
 
 def with_keys(settings: Any, api_keys: list[str], admin_keys: list[str] | None = None) -> Any:

@@ -73,7 +73,8 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
 
 def models_payload(services: Any) -> dict[str, Any]:
     created = int(time.time())
-    llm_name = services.settings.llm.model.rstrip("/").rsplit("/", 1)[-1]
+    loaded = services.qa.loaded_llm  # the model that answers, once loaded; else the configured name
+    llm_name = loaded.backend.name if loaded is not None else services.settings.llm.model.rstrip("/").rsplit("/", 1)[-1]
     data = [{"id": llm_name, "object": "model", "created": created, "owned_by": "kb-qa"}]
     data += [
         {"id": f"{KB_PREFIX}{kb.name}", "object": "model", "created": created, "owned_by": "kb-qa knowledge base"}

@@ -17,7 +17,7 @@ from kb_qa.llm import ChatLLM
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import build_services
 from kb_qa.settings import load_settings
-from tests.helpers import SAMPLES
+from tests.helpers import ANY_SCORE, SAMPLES
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def llm(backend: TransformersBackend) -> ChatLLM:
 
 
 def make_client(kb_root: Path, embeddings: SentenceTransformerEmbeddings, llm: ChatLLM, **sections: Any) -> TestClient:
-    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}, **sections})
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}, **ANY_SCORE, **sections})
     services = build_services(settings, embeddings=embeddings, llm=lambda: llm)
     return TestClient(create_app(settings, services=services))
 
@@ -307,7 +307,7 @@ def test_a_model_that_cannot_load_makes_the_service_unready(
     def broken() -> ChatLLM:
         raise ModelUnavailable("llm.model: /models/chatglm2-6b does not exist; point it at a local model folder")
 
-    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}})
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}, **ANY_SCORE})
     services = build_services(settings, embeddings=embeddings, llm=broken)
     with TestClient(create_app(settings, services=services)) as client:
         assert client.get("/health").status_code == 200

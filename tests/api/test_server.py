@@ -18,7 +18,7 @@ from kb_qa.llm import ChatLLM, ConcurrencyGate
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_services
 from kb_qa.settings import load_settings
-from tests.helpers import SAMPLES, serving
+from tests.helpers import ANY_SCORE, SAMPLES, serving
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +26,7 @@ EN = "How often must passwords be changed?"
 
 
 def _services(root: Path, embeddings: SentenceTransformerEmbeddings, llm: ChatLLM) -> Services:
-    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(root)}})
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(root)}, **ANY_SCORE})
     services = build_services(settings, embeddings=embeddings, llm=lambda: llm)
     services.knowledge_bases.create("hb")
     services.knowledge_bases.rebuild("hb", SAMPLES)

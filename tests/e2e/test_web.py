@@ -27,7 +27,7 @@ from kb_qa.llm import ChatLLM
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_services
 from kb_qa.settings import load_settings
-from tests.helpers import serving, with_keys
+from tests.helpers import ANY_SCORE, serving, with_keys
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -88,7 +88,9 @@ def services(
     tmp_path_factory: pytest.TempPathFactory, embeddings: SentenceTransformerEmbeddings, backend: TransformersBackend
 ) -> Services:
     root = tmp_path_factory.mktemp("web") / "kb"
-    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(root)}, "ingest": {"max_file_mb": 1}})
+    settings = load_settings(
+        environ={}, overrides={"paths": {"kb_root": str(root)}, "ingest": {"max_file_mb": 1}, **ANY_SCORE}
+    )
     llm = ChatLLM(backend=backend, temperature=0.7, max_new_tokens=40)
     return build_services(settings, embeddings=embeddings, llm=lambda: llm)
 

@@ -21,6 +21,7 @@ from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
 from loaders import load_file
+from tests.helpers import ANY_SCORE
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +51,7 @@ def spy(backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch) -> Spy:
 def make_services(
     kb_root: Path, embeddings: SentenceTransformerEmbeddings, llm: Any, samples: Path | None, **qa: Any
 ) -> Services:
-    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}, "qa": qa})
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}, "qa": qa, **ANY_SCORE})
     services = build_services(settings, embeddings=embeddings, llm=llm)
     if samples is not None:
         services.knowledge_bases.create("hb")
@@ -86,7 +87,7 @@ def test_grounded_answer_streams_sources_then_text_then_the_record(qa: Services,
     positions = [user["content"].index(f"[{s['number']}] ({s['document']}") for s in final["sources"]]
     assert positions == sorted(positions)
     assert all(s["text"] in user["content"] for s in final["sources"])
-    assert user["content"].rstrip().endswith(EN)
+    assert user["content"].index(EN) > positions[-1]  # the question comes after the passages
 
 
 def test_sources_point_at_their_chunks_and_citations_are_marked(qa: Services, samples_copy: Path) -> None:
@@ -148,7 +149,7 @@ def test_a_follow_up_is_rewritten_for_retrieval(qa: Services, spy: Spy) -> None:
     assert "How often must passwords be changed?" in rewrite_prompt
     assert answer.query and "rewrite_ms" in answer.timings
     # the answer prompt still asks the question as the user asked it
-    assert spy.calls[1][-1]["content"].rstrip().endswith("How long must they be?")
+    assert "Question: How long must they be?" in spy.calls[1][-1]["content"]
 
 
 def test_plain_chat_mode_uses_no_knowledge_base(qa: Services, spy: Spy) -> None:
@@ -175,7 +176,7 @@ def test_passages_that_do_not_fit_the_window_are_not_sources(
     qa: Services, backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     full = qa.qa.ask(ZH, mode="search", knowledge_bases=["hb"], retrieval={"top_k": 6})
-    monkeypatch.setattr(type(backend), "context_window", property(lambda self: 420))
+    monkeypatch.setattr(type(backend), "context_window", property(lambda self: 560))
     tight = qa.qa.ask(ZH, knowledge_bases=["hb"], retrieval={"top_k": 6}, generation={"max_new_tokens": 8})
     assert 0 < len(tight.sources) < len(full.sources)
     assert any("lowest-ranked passage" in note for note in tight.notes)

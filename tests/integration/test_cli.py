@@ -25,6 +25,7 @@ def cli(kb_root: Path, embeddings: SentenceTransformerEmbeddings, monkeypatch: p
 
     monkeypatch.setattr(services, "build_embeddings", lambda settings: embeddings)
     monkeypatch.setenv("KBQA_KB_ROOT", str(kb_root))
+    monkeypatch.setenv("KBQA_RETRIEVAL__SCORE_THRESHOLD", "0")  # mechanics: keep every passage (tests/helpers.py)
     return CliRunner()
 
 
@@ -250,6 +251,6 @@ def test_grounded_chat_keeps_history(cli: CliRunner, samples_copy: Path, kb_root
     assert run(cli, "kb", "rebuild", "hb", "--dir", str(samples_copy), "--create")[0] == 0
     script = "How often must passwords be changed?\nAnd how long must they be?\nstop\n"
     result = main_py("chat", "--kb", "hb", "--temperature", "0", "--max-tokens", "16", stdin=script,
-                     KBQA_KB_ROOT=str(kb_root))  # fmt: skip
+                     KBQA_KB_ROOT=str(kb_root), KBQA_RETRIEVAL__SCORE_THRESHOLD="0")  # fmt: skip
     assert result.stdout.count("sources (* = cited):") == 2
     assert "employee-handbook.md" in result.stdout

@@ -166,7 +166,8 @@ def test_cross_encoder_reranker_from_a_local_folder(
     words = (samples_copy / "employee-handbook.md").read_text(encoding="utf-8").lower().split()
     folder = _tiny_cross_encoder(tmp_path / "reranker", words)
     settings = load_settings(
-        environ={}, overrides={"paths": {"kb_root": str(kb_root)}, "retrieval": {"reranker": str(folder)}}
+        environ={},
+        overrides={"paths": {"kb_root": str(kb_root)}, "retrieval": {"reranker": str(folder), "score_threshold": 0.0}},
     )
     services = build_services(settings, embeddings=embeddings)
     assert services.retriever.reranker is not None
