@@ -10,7 +10,8 @@ Every comparison is measured in one run, the two sides alternating, greedy decod
 - **wrapper**: ``ChatLLM.stream`` (the llamacpp backend) vs llama-cpp-python called directly
   (``Llama.create_completion(stream=True)`` on the same prompt tokens), default model: tokens/s.
 - **threads**: llama.cpp with 1 and 2 threads, OpenMP waiting policy ACTIVE (spin) or PASSIVE
-  (sleep), idle and with another process busy on one core; prefill and decode tokens/s (0.5B model).
+  (sleep), idle and with another process busy on one core; prefill and decode tokens/s (the default
+  1.5B model).
 - **ttft**: the default model on the sample handbook's 4-passage grounded prompts: time to first
   token split into retrieval, evidence highlights, prefill and the rest; cold (no reuse) vs a second
   question reusing the cached system-prompt prefix; idle vs another process busy.
@@ -184,7 +185,7 @@ llm = Llama(model_path=path, n_ctx=2048, n_threads=threads, n_threads_batch=thre
 text = "The company reimburses travel expenses for employees according to the policy. " * 30
 toks = llm.tokenize(text.encode(), add_bos=False, special=False)
 best = None
-for _ in range(3):
+for _ in range(2):
     llm.reset()
     t = time.perf_counter(); first = None; n = 0
     for tok in llm.generate(toks, temp=0.0, top_k=1):
@@ -199,9 +200,9 @@ print(json.dumps({"prompt_tokens": len(toks), "prefill": round(best[0], 1), "dec
 
 
 def bench_threads() -> dict[str, Any]:
-    from kb_qa.bundled import QWEN_05B
+    from kb_qa.bundled import QWEN_15B
 
-    model = PROJECT_DIR / ".cache" / "models" / QWEN_05B.file_name
+    model = PROJECT_DIR / ".cache" / "models" / QWEN_15B.file_name
     rows = []
     for load in ("idle", "busy"):
         for policy in ("ACTIVE", "PASSIVE"):
@@ -220,7 +221,7 @@ def bench_threads() -> dict[str, Any]:
                     f"decode {row['decode']} tokens/s",
                     flush=True,
                 )
-    return {"model": QWEN_05B.name, "rows": rows}
+    return {"model": QWEN_15B.name, "rows": rows}
 
 
 def bench_ttft(runs: int) -> dict[str, Any]:
