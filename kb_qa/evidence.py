@@ -133,13 +133,19 @@ class EvidenceFinder:
                 wanted[token] = wanted.get(token, 0.0) + 1 / 3
         return cut, meaning, _keyword_overlap(wanted, sentence_tokens, idf)
 
+    def scores(
+        self, passages: Sequence[str], question: str, answer: str = "", *, meaning_weight: float | None = None
+    ) -> tuple[list[list[tuple[int, int]]], np.ndarray]:
+        """Each passage's sentence spans, and every sentence's mixed score (cosine and keyword share)."""
+        cut, meaning, words = self.signals(passages, question, answer)
+        weight = self.meaning_weight if meaning_weight is None else meaning_weight
+        return cut, weight * meaning + (1 - weight) * words
+
     def find(
         self, passages: Sequence[str], question: str, answer: str = "", *, meaning_weight: float | None = None
     ) -> list[list[Highlight]]:
         """For each passage, its highlighted sentences (best first)."""
-        cut, meaning, words = self.signals(passages, question, answer)
-        weight = self.meaning_weight if meaning_weight is None else meaning_weight
-        scores = weight * meaning + (1 - weight) * words
+        cut, scores = self.scores(passages, question, answer, meaning_weight=meaning_weight)
         result: list[list[Highlight]] = []
         offset = 0
         for spans in cut:
@@ -220,8 +226,7 @@ class CitationChecker:
         return text
 
     def _support(self, sentence: str) -> np.ndarray:
-        cut, meaning, words = self.finder.signals(self.passages, sentence, sentence)
-        scores = self.finder.meaning_weight * meaning + (1 - self.finder.meaning_weight) * words
+        cut, scores = self.finder.scores(self.passages, sentence, sentence)
         best = []
         offset = 0
         for spans in cut:
