@@ -1,25 +1,32 @@
-"""The ChatGLM family (ChatGLM-6B, ChatGLM2-6B, -32k, -int4, ChatGLM3) through its own remote code.
+"""The ChatGLM family: ChatGLM2-6B natively, other ChatGLM folders through their own code.
 
-Follows the official ChatGLM2-6B usage:
+**ChatGLM2-6B** (and -32k, -int4, -int8): the official code targets transformers 4.30 and fails
+under ours, so the folder is loaded into transformers' own ``GlmForCausalLM`` (same architecture;
+weights renamed and split in memory, the int4/int8 checkpoints de-quantized on load) with
+ChatGLM2's sentencepiece tokenizer, prompt format and response processing
+(:mod:`kb_qa.llm.chatglm2_native`; proven against the official code's outputs). The options the
+official README names map onto it:
 
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).half().cuda()   # GPU, ~13 GB fp16
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).float()         # CPU
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).to("mps")       # Apple
-    model = AutoModel.from_pretrained(path, trust_remote_code=True).quantize(4).cuda()  # small cards
-    response, history = model.chat(tokenizer, query, history=history)
-    for response, history in model.stream_chat(tokenizer, query, history): ...
+    .half().cuda()          -> device cuda, dtype auto (fp16) or bf16
+    .float()                -> device cpu (fp32)
+    .to("mps")              -> device mps (fp16)
+    .quantize(4) / (8)      -> quantization 4bit / 8bit: bitsandbytes (NF4 / LLM.int8) on CUDA, the
+                               equivalent of the official CUDA-only kernels; the -int4/-int8
+                               checkpoints are re-quantized to their own width when bitsandbytes is there
+    load_model_on_gpus(n)   -> num_gpus n: the official balanced device map (:func:`chatglm_device_map`)
 
-and, for several GPUs, the repository's ``load_model_on_gpus``: the model in fp16 dispatched by
-accelerate over a device map in which the word embeddings, the final layer norm, the output layer
-and the rotary embedding sit on GPU 0 and the transformer layers are spread evenly after them
-(:func:`chatglm_device_map`). The -int4/-int8 checkpoints are quantized already and load as they are.
+**Other ChatGLM folders** (ChatGLM-6B, ChatGLM3-6B: different code and prompt formats) go
+through their own code as the official repositories use them
+(``AutoModel.from_pretrained(path, trust_remote_code=True)``, ``model.chat``/``stream_chat``);
+whether that code runs depends on the transformers version it was written for, and a failure says
+so and what to use instead.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,52 +34,65 @@ from typing import Any
 from kb_qa.errors import ConfigError, ModelUnavailable
 from kb_qa.hf import offline_and_quiet
 from kb_qa.llm.base import ChatBackend, GenerationParams, Message, to_pairs
-from kb_qa.placement import resolve_device
+from kb_qa.llm.budget import ContextTooLong
+from kb_qa.llm.chatglm2_native import (
+    ChatGLM2Tokenizer,
+    ResponseStream,
+    convert_state_dict,
+    glm_config,
+    is_chatglm2,
+    read_config,
+    read_state_dict,
+)
+from kb_qa.llm.transformers_backend import TokenStreamer, check_quantization_installed, stream_generation
+from kb_qa.placement import resolve_device, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-# module names in ChatGLM2/3 (first) and ChatGLM-6B (second) that the official loader pins to GPU 0
-_PINNED = [
-    ("transformer.embedding.word_embeddings", "transformer.word_embeddings"),
-    ("transformer.encoder.final_layernorm", "transformer.final_layernorm"),
-    ("transformer.output_layer", "lm_head"),
-    ("transformer.rotary_pos_emb", None),
-    ("lm_head", None),
-]
+# module names the official loader pins to GPU 0, in the three layouts: native GLM (ChatGLM2 loaded
+# by this project), ChatGLM2/3's own code, ChatGLM-6B's own code
+_PINNED = {
+    "native": ["model.embed_tokens", "model.norm", "lm_head", "model.rotary_emb"],
+    "v2": ["transformer.embedding.word_embeddings", "transformer.encoder.final_layernorm", "transformer.output_layer",
+           "transformer.rotary_pos_emb", "lm_head"],
+    "v1": ["transformer.word_embeddings", "transformer.final_layernorm", "lm_head"],
+}  # fmt: skip
+_LAYERS = {"native": "model.layers", "v2": "transformer.encoder.layers", "v1": "transformer.layers"}
 
 
 def chatglm_device_map(module_names: set[str], num_layers: int, num_gpus: int) -> dict[str, int]:
-    """The official ``auto_configure_device_map``, generalised to any layer count and both layouts.
+    """The official ``auto_configure_device_map``, generalised to any layer count and all layouts.
 
     Embeddings, final norm and output layer count as two "layers" on GPU 0; the transformer
     layers fill GPUs in order, ``(num_layers + 2) / num_gpus`` each.
     """
     if num_gpus < 1:
         raise ConfigError("llm.num_gpus must be at least 1")
-    v2 = "transformer.encoder" in module_names
-    device_map: dict[str, int] = {}
-    for new_name, old_name in _PINNED:
-        name = new_name if v2 else old_name
-        if name and name in module_names:
-            device_map[name] = 0
-    layer_prefix = "transformer.encoder.layers" if v2 else "transformer.layers"
+    layout = "native" if "model.layers" in module_names else "v2" if "transformer.encoder" in module_names else "v1"
+    device_map: dict[str, int] = {name: 0 for name in _PINNED[layout] if name in module_names}
     per_gpu = (num_layers + 2) / num_gpus
     used, target = 2, 0
     for index in range(num_layers):
         if used >= per_gpu:
             target += 1
             used = 0
-        device_map[f"{layer_prefix}.{index}"] = min(target, num_gpus - 1)
+        device_map[f"{_LAYERS[layout]}.{index}"] = min(target, num_gpus - 1)
         used += 1
     return device_map
 
 
-class ChatGLMBackend(ChatBackend):
-    """A ChatGLM checkpoint in a local folder, loaded with its own code (``trust_remote_code``).
+def native_module_names(num_layers: int) -> set[str]:
+    """The modules of the native GLM model whose placement the device map decides."""
+    return {"model", "model.layers", *_PINNED["native"], *(f"model.layers.{i}" for i in range(num_layers))}
 
-    :param model: the checkpoint folder (ChatGLM2-6B, chatglm2-6b-int4, chatglm3-6b, …).
+
+class ChatGLMBackend(ChatBackend):
+    """A ChatGLM checkpoint in a local folder.
+
+    :param model: the checkpoint folder (chatglm2-6b, chatglm2-6b-32k, chatglm2-6b-int4, chatglm3-6b, …).
     :param device: auto | cpu | cuda | mps.
-    :param quantize_bits: 4 or 8 to quantize with the model's own ``quantize``; None for none.
+    :param dtype: auto | fp32 | fp16 | bf16 (auto: fp16 on a GPU as the official ``.half()``, fp32 on the CPU).
+    :param quantize_bits: 4 or 8; None for none (ChatGLM2: bitsandbytes on CUDA; others: the model's own ``quantize``).
     :param num_gpus: more than 1 splits the model over GPUs as ``load_model_on_gpus`` does.
     :param device_map: an explicit map (module name -> GPU index) instead of the balanced one.
     """
@@ -83,6 +103,7 @@ class ChatGLMBackend(ChatBackend):
         *,
         name: str,
         device: str = "auto",
+        dtype: str = "auto",
         quantize_bits: int | None = None,
         num_gpus: int = 1,
         device_map: dict[str, Any] | None = None,
@@ -97,9 +118,22 @@ class ChatGLMBackend(ChatBackend):
             raise ConfigError("llm.quantization for ChatGLM must be none, 4bit or 8bit")
         self.name = name
         self.folder = model
-        self.device = resolve_device(device, num_gpus=num_gpus)
-        if quantize_bits and self.device != "cuda":
-            log.warning("ChatGLM's own quantization kernels run on CUDA; on %s it may be slow or fail", self.device)
+        self.native = is_chatglm2(model)
+        self.config = read_config(model)
+        checkpoint_bits = int(self.config.get("quantization_bit") or 0) or None
+        if self.native:
+            self.device = resolve_device(device, num_gpus=num_gpus)
+            if quantize_bits is None and checkpoint_bits and self.device == "cuda" and _has_bitsandbytes():
+                quantize_bits = checkpoint_bits  # keep an -int4/-int8 checkpoint small on the GPU
+            if quantize_bits:
+                resolve_device(self.device, quantization=f"{quantize_bits}bit", num_gpus=num_gpus)
+                check_quantization_installed(f"{quantize_bits}bit")
+        else:
+            self.device = resolve_device(device, num_gpus=num_gpus)
+            if quantize_bits and self.device != "cuda":
+                log.warning("ChatGLM's own quantization kernels run on CUDA; on %s it may be slow or fail", self.device)
+        self.dtype = dtype
+        self.checkpoint_bits = checkpoint_bits
         self.quantize_bits = quantize_bits
         self.num_gpus = num_gpus
         self.device_map = device_map
@@ -108,24 +142,76 @@ class ChatGLMBackend(ChatBackend):
         self.tokenizer: Any = None
         self._lock = threading.Lock()
 
+    # ------------------------------------------------------------ loading
     def load(self) -> ChatGLMBackend:
         with self._lock:
-            if self.model is not None:
-                return self
-            from transformers import AutoModel, AutoTokenizer
-
-            offline_and_quiet()
-            path = str(self.folder)
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
-                model = AutoModel.from_pretrained(path, trust_remote_code=True)
-            except (OSError, ValueError, ImportError) as exc:
-                raise ModelUnavailable(f"cannot load ChatGLM from {self.folder}: {exc}") from exc
-            if self.quantize_bits and not getattr(model.config, "quantization_bit", 0):
-                model = model.quantize(self.quantize_bits)
-            model = self._place(model)
-            self.model, self.tokenizer = model.eval(), tokenizer
+            if self.model is None:
+                self._load_native() if self.native else self._load_remote_code()
             return self
+
+    def _torch_dtype(self) -> Any:
+        import torch
+
+        if self.dtype == "auto":
+            return torch.float16 if self.device in ("cuda", "mps") else torch.float32
+        return resolve_dtype(self.dtype, self.device)
+
+    def _load_native(self) -> None:
+        from transformers import GlmForCausalLM
+
+        offline_and_quiet()
+        started = time.perf_counter()
+        dtype = self._torch_dtype()
+        config = glm_config(self.config)
+        tokenizer = ChatGLM2Tokenizer(self.folder / "tokenizer.model")
+        state = convert_state_dict(read_state_dict(self.folder), self.config, dtype)
+        kwargs: dict[str, Any] = {"config": config, "state_dict": state, "dtype": dtype}
+        if self.quantize_bits:
+            from transformers import BitsAndBytesConfig
+
+            kwargs["quantization_config"] = (
+                BitsAndBytesConfig(load_in_8bit=True) if self.quantize_bits == 8 else
+                BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+            )  # fmt: skip
+            kwargs["device_map"] = {"": 0}
+        if self.device_map is not None or self.num_gpus > 1:
+            layers = config.num_hidden_layers
+            kwargs["device_map"] = self.device_map or chatglm_device_map(
+                native_module_names(layers), layers, self.num_gpus
+            )
+        try:
+            model = GlmForCausalLM.from_pretrained(None, **kwargs)
+        except (OSError, ValueError, RuntimeError, KeyError) as exc:
+            raise ModelUnavailable(f"cannot load ChatGLM2 from {self.folder}: {exc}") from exc
+        if "device_map" not in kwargs:
+            model = model.to(self.device)  # type: ignore[arg-type]
+        self.model, self.tokenizer = model.eval(), tokenizer
+        log.info(
+            "ChatGLM2 %s loaded natively (GlmForCausalLM, %s, %s) in %.1f s",
+            self.name, self.device, str(dtype).replace("torch.", ""), time.perf_counter() - started,
+        )  # fmt: skip
+
+    def _load_remote_code(self) -> None:
+        import transformers
+        from transformers import AutoModel, AutoTokenizer
+
+        offline_and_quiet()
+        path = str(self.folder)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+            model = AutoModel.from_pretrained(path, trust_remote_code=True)
+        except ImportError as exc:
+            raise ModelUnavailable(f"cannot load ChatGLM from {self.folder}: {exc}; pip install what it names") from exc
+        except Exception as exc:  # the folder's own code: anything can go wrong in it
+            raise ModelUnavailable(
+                f"the model code in {self.folder} does not run under transformers {transformers.__version__} "
+                f"({type(exc).__name__}: {exc}). ChatGLM2-6B folders load natively; for ChatGLM-6B or ChatGLM3-6B "
+                "convert the model to GGUF and use llm.backend: llamacpp, or serve it and use llm.backend: openai"
+            ) from exc
+        if self.quantize_bits and not getattr(model.config, "quantization_bit", 0):
+            model = model.quantize(self.quantize_bits)
+        model = self._place(model)
+        self.model, self.tokenizer = model.eval(), tokenizer
 
     def _place(self, model: Any) -> Any:
         if self.num_gpus > 1 or self.device_map is not None:
@@ -148,9 +234,12 @@ class ChatGLMBackend(ChatBackend):
         layers: Any = getattr(config, "num_layers", None) or getattr(config, "num_hidden_layers", None) or 28
         return int(layers)
 
+    # ------------------------------------------------------------ prompts
     @property
     def _uses_role_history(self) -> bool:
         # ChatGLM3's chat() takes role dicts; ChatGLM-6B/ChatGLM2 take (question, answer) pairs
+        if self.native:
+            return False
         return "chatglm3" in (str(self.folder).lower() + self.name.lower()) or bool(
             getattr(self.load().model.config, "use_role_history", False)
         )
@@ -167,8 +256,48 @@ class ChatGLMBackend(ChatBackend):
                 query = f"{system}\n\n{query}"
         return query, [list(p) for p in pairs]
 
+    def prompt_ids(self, messages: list[Message]) -> list[int]:
+        """The input ids ChatGLM2's ``chat`` would build for these messages (native path)."""
+        query, history = self._query_and_history(messages)
+        ids: list[int] = self.load().tokenizer.prompt_ids(query, history)
+        return ids
+
+    # ------------------------------------------------------------ generation
     def stream(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> Iterator[str]:
         self.load()
+        if self.native:
+            yield from self._stream_native(messages, params, cancel)
+        else:
+            yield from self._stream_remote_code(messages, params, cancel)
+
+    def _stream_native(
+        self, messages: list[Message], params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[str]:
+        import torch
+
+        ids = self.prompt_ids(messages)
+        room = self.context_window - len(ids)
+        if room < 1:
+            raise ContextTooLong(
+                f"the prompt takes {len(ids)} tokens but {self.name} holds {self.context_window}; send less"
+            )
+        input_ids = torch.tensor([ids], device=self.model.device)
+        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": min(params.max_new_tokens, room),
+            "repetition_penalty": params.repetition_penalty,
+            "pad_token_id": self.model.config.pad_token_id,
+            "eos_token_id": self.model.config.eos_token_id,
+        }
+        if params.greedy:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=None)
+        yield from stream_generation(self.model, inputs, kwargs, _ChatGLM2Streamer(self.tokenizer), params, cancel)
+
+    def _stream_remote_code(
+        self, messages: list[Message], params: GenerationParams, cancel: threading.Event
+    ) -> Iterator[str]:
         query, history = self._query_and_history(messages)
         kwargs: dict[str, Any] = {"max_length": self.context_window, "top_p": params.top_p}
         kwargs["temperature"] = max(params.temperature, 0.01)
@@ -193,30 +322,74 @@ class ChatGLMBackend(ChatBackend):
             generator.close()
 
     def count_tokens(self, text: str) -> int:
-        return len(self.load().tokenizer.encode(text, add_special_tokens=False))
+        tokenizer = self.load().tokenizer
+        if self.native:
+            return len(tokenizer.encode(text))
+        return len(tokenizer.encode(text, add_special_tokens=False))
 
     @property
     def context_window(self) -> int:
         if self._context_window:
             return self._context_window
-        config = self.load().model.config
+        config = self.config if self.native else vars(self.load().model.config)
         for key in ("seq_length", "max_sequence_length", "max_position_embeddings"):
-            value = getattr(config, key, None)
+            value = config.get(key)
             if isinstance(value, int) and value > 0:
                 return value
         return 2048
 
     def info(self) -> dict[str, Any]:
         model = self.load().model
+        if self.quantize_bits:
+            quantization = f"int{self.quantize_bits}" + (" (bitsandbytes)" if self.native else "")
+        elif self.checkpoint_bits:
+            quantization = f"int{self.checkpoint_bits} checkpoint" + (", de-quantized on load" if self.native else "")
+        else:
+            quantization = "none"
         return {
             "backend": "chatglm",
+            "loader": "native (transformers GlmForCausalLM)" if self.native else "the folder's own code",
             "name": self.name,
             "source": str(self.folder),
             "device": self.device,
             "device_map": getattr(model, "hf_device_map", None) or self.device_map,
             "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-            "quantization": f"int{self.quantize_bits}" if self.quantize_bits else
-            (f"int{model.config.quantization_bit}" if getattr(model.config, "quantization_bit", 0) else "none"),
+            "quantization": quantization,
             "parameters": sum(p.numel() for p in model.parameters()),
             "context_window": self.context_window,
-        }  # fmt: skip
+        }
+
+
+class _ChatGLM2Streamer(TokenStreamer):
+    """ChatGLM2's ``stream_chat`` as deltas: the whole answer decoded at every token, a text that ends
+    in half a character held back, ``process_response`` applied (:class:`ResponseStream`)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        super().__init__(tokenizer)
+        self.response = ResponseStream()
+        self.complete = ""
+
+    def put(self, value: Any) -> None:
+        if not self._skipped_prompt:  # generate() first hands over the prompt itself
+            self._skipped_prompt = True
+            return
+        self._ids.extend(int(v) for v in value.reshape(-1).tolist())
+        text = self.tokenizer.decode(self._ids)
+        if text.endswith("\ufffd"):
+            return
+        self.complete = text
+        delta = self.response.feed(text)
+        if delta:
+            self.queue.put(delta)
+
+    def end(self) -> None:
+        tail = self.response.finish(self.complete)
+        if tail:
+            self.queue.put(tail)
+        self.queue.put(None)
+
+
+def _has_bitsandbytes() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("bitsandbytes") is not None

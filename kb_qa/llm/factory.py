@@ -47,6 +47,7 @@ def build_backend(settings: Settings) -> ChatBackend:
             path,
             name=name,
             device=cfg.device,
+            dtype=cfg.dtype,
             quantize_bits=bits,
             num_gpus=cfg.num_gpus,
             device_map=device_map,

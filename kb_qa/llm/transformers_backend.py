@@ -245,44 +245,10 @@ class TransformersBackend(ChatBackend):
         return kwargs
 
     def stream(self, messages: list[Message], params: GenerationParams, cancel: threading.Event) -> Iterator[str]:
-        from transformers import StoppingCriteriaList
-
         self.load()
         inputs = self.prompt_inputs(messages)
-        streamer = TokenStreamer(self.tokenizer)
-        criteria = _CancelCriteria(cancel)
-        kwargs = {
-            **inputs,
-            **self.generate_kwargs(params),
-            "streamer": streamer,
-            "stopping_criteria": StoppingCriteriaList([criteria]),
-        }
-        failure: list[BaseException] = []
-
-        def work() -> None:
-            import torch
-
-            try:
-                with torch.inference_mode():
-                    if params.seed is not None:
-                        with _seed_lock:
-                            torch.manual_seed(params.seed)
-                    self.model.generate(**kwargs)
-            except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread below
-                failure.append(exc)
-                streamer.end()
-
-        thread = threading.Thread(target=work, name="kbqa-generate", daemon=True)
-        thread.start()
-        try:
-            for text in streamer:
-                if text:
-                    yield text
-        finally:
-            cancel.set()
-            thread.join()
-        if failure:
-            raise ModelUnavailable(f"generation failed: {failure[0]}") from failure[0]
+        yield from stream_generation(self.model, inputs, self.generate_kwargs(params), TokenStreamer(self.tokenizer),
+                                     params, cancel)  # fmt: skip
 
     def info(self) -> dict[str, Any]:
         model = self.load().model
@@ -310,3 +276,53 @@ def check_quantization_installed(quantization: str) -> None:
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ConfigError(f"llm.quantization: '{quantization}' needs bitsandbytes: pip install bitsandbytes")
+
+
+def stream_generation(
+    model: Any,
+    inputs: Any,
+    generate_kwargs: dict[str, Any],
+    streamer: TokenStreamer,
+    params: GenerationParams,
+    cancel: threading.Event,
+) -> Iterator[str]:
+    """Run ``model.generate`` on a worker thread and yield the streamer's text as it comes.
+
+    A stopping criterion watches ``cancel`` (set when the consumer closes the iterator too), so
+    generation stops within one token; an error in the worker is raised here."""
+    from transformers import StoppingCriteriaList
+
+    kwargs = {
+        **inputs,
+        **generate_kwargs,
+        "streamer": streamer,
+        "stopping_criteria": StoppingCriteriaList([_CancelCriteria(cancel)]),
+    }
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                if params.seed is not None:
+                    with _seed_lock:
+                        torch.manual_seed(params.seed)
+                model.generate(**kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer thread below
+            failure.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=work, name="kbqa-generate", daemon=True)
+    thread.start()
+    try:
+        for text in streamer:
+            if cancel.is_set():
+                break  # text the worker made before it saw the cancel is not wanted either
+            if text:
+                yield text
+    finally:
+        cancel.set()
+        thread.join()
+    if failure:
+        raise ModelUnavailable(f"generation failed: {failure[0]}") from failure[0]

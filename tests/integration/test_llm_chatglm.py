@@ -1,9 +1,12 @@
 """The ChatGLM remote-code path, against a STAND-IN checkpoint (tests/llm_fixtures/chatglm_standin).
 
-No ChatGLM weights or modeling code ship in a package here, so the folder these tests build holds
-a stand-in that implements ChatGLM2-6B's published interface (``chat``, ``stream_chat``,
-``quantize``) and its module names. The backend loads it exactly as it loads the real model:
-``AutoTokenizer``/``AutoModel.from_pretrained(path, trust_remote_code=True)``.
+ChatGLM2-6B folders load natively and are tested against the real official files and their
+reference outputs (test_llm_chatglm2_real.py). Other ChatGLM folders (ChatGLM-6B, ChatGLM3-6B) go
+through their own code; no such code that runs under transformers 5 exists here, so the folder
+these tests build holds a stand-in that implements the published interface (``chat``,
+``stream_chat``, ``quantize``) and ChatGLM2/3's module names (for the official device map). The
+backend loads it as it loads such a folder: ``AutoTokenizer``/``AutoModel.from_pretrained(path,
+trust_remote_code=True)``.
 """
 
 from __future__ import annotations
