@@ -34,7 +34,7 @@ from langchain_core.prompts import PromptTemplate
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda, RunnablePassthrough
 
 from kb_qa.domain import SearchHit
-from kb_qa.errors import ConfigError, DocumentRejected
+from kb_qa.errors import BadRequest, ConfigError
 from kb_qa.evidence import CitationChecker, EvidenceFinder
 from kb_qa.llm.base import Message, normalize_history
 from kb_qa.llm.budget import fit_context
@@ -208,13 +208,13 @@ class QAChain:
     def _prepare(self, inputs: dict[str, Any]) -> dict[str, Any]:
         question = str(inputs.get("question") or "").strip()
         if not question:
-            raise DocumentRejected("the question is empty")
+            raise BadRequest("the question is empty")
         mode = inputs.get("mode") or "kb"
         if mode not in MODES:
-            raise DocumentRejected(f"mode must be one of {list(MODES)}, not {mode!r}")
+            raise BadRequest(f"mode must be one of {list(MODES)}, not {mode!r}")
         knowledge_bases = list(inputs.get("knowledge_bases") or [])
         if mode != "chat" and not knowledge_bases and inputs.get("passages") is None:
-            raise DocumentRejected(f"mode {mode!r} needs at least one knowledge base")
+            raise BadRequest(f"mode {mode!r} needs at least one knowledge base")
         history = normalize_history(inputs.get("history"))
         if self.history_turns >= 0:
             history = _last_turns(history, self.history_turns)

@@ -1,4 +1,4 @@
-"""Plain domain types shared by the CLI, the services and (later) the API."""
+"""Plain domain types shared by the CLI, the services and the API."""
 
 from __future__ import annotations
 

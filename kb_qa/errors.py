@@ -1,7 +1,7 @@
 """The one exception hierarchy of kb-qa.
 
-The CLI maps these to exit codes and one readable line; the API (later) maps them to HTTP
-statuses in one place. Each class names the situation, and its message says what to do.
+The CLI maps these to exit codes and one readable line; the API maps them to HTTP statuses in one
+place (kb_qa/api/errors.py). Each class names the situation, and its message says what to do.
 """
 
 from __future__ import annotations
@@ -59,6 +59,19 @@ class DocumentRejected(KbQaError):
     """A file cannot be ingested (unsupported type, too large, empty, encrypted, malformed)."""
 
     code = "document_rejected"
+
+
+class BadRequest(KbQaError):
+    """A request's value is missing, unknown or out of range (an empty question, an unknown mode,
+    top_k 0); the message names the value and what is allowed."""
+
+    code = "bad_request"
+
+
+class IndexUnreadable(KbQaError):
+    """A stored index cannot be read: a fault on the server's side, not in the request."""
+
+    code = "index_unreadable"
 
 
 class Busy(KbQaError):

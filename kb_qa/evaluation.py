@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from kb_qa.domain import SearchHit
-from kb_qa.errors import DocumentRejected, KbQaError
+from kb_qa.errors import BadRequest, DocumentRejected, KbQaError
 from kb_qa.retrieval import RetrievalOptions, Retriever
 from vector_store import FaissStore
 
@@ -327,7 +327,7 @@ def evaluate_retrieval(
         judge = ArticleJudge(data)
         results = _rank_all(data, queries, vectors, stores, retriever, runs, judge, progress)
     else:
-        raise DocumentRejected(f"level must be passage or article, not {level!r}")
+        raise BadRequest(f"level must be passage or article, not {level!r}")
     settings = {
         "embedding_model": retriever.embeddings.name,
         "fusion": options.fusion,
@@ -542,7 +542,7 @@ def evaluate_answers(
     highlight (the best-scoring sentence over all sources) contains one.
     """
     if context not in CONTEXTS:
-        raise DocumentRejected(f"context must be one of {list(CONTEXTS)}, not {context!r}")
+        raise BadRequest(f"context must be one of {list(CONTEXTS)}, not {context!r}")
     started = time.perf_counter()
     chinese = data.chinese
     em, f1 = (cmrc_em, cmrc_f1) if chinese else (squad_em, squad_f1)

@@ -26,7 +26,7 @@ from typing import Protocol
 
 from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport, KnowledgeBaseInfo
 from kb_qa.embeddings import SentenceTransformerEmbeddings
-from kb_qa.errors import Busy, DocumentNotFound, DocumentRejected, EmbeddingMismatch, KbQaError
+from kb_qa.errors import Busy, DocumentNotFound, DocumentRejected, EmbeddingMismatch, IndexUnreadable
 from kb_qa.registry import Registry, now, validate_name
 from loaders import Chunk, LoadError, TextSplitter, load_file, loader_for
 from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
@@ -481,7 +481,7 @@ class KnowledgeBaseService:
         try:
             return FaissStore.open(self.store_dir(info.name), info.dimension, self.index_options)
         except StoreError as exc:
-            raise KbQaError(
+            raise IndexUnreadable(
                 f"the index of '{info.name}' cannot be read ({exc}); run `kb-qa kb rebuild {info.name} --recreate`"
             ) from exc
 

@@ -45,7 +45,7 @@ from pydantic import ConfigDict, Field
 
 from kb_qa.domain import SearchHit
 from kb_qa.embeddings import SentenceTransformerEmbeddings
-from kb_qa.errors import ConfigError, DocumentRejected
+from kb_qa.errors import BadRequest, ConfigError
 from kb_qa.hf import offline_and_quiet
 from kb_qa.knowledge_base import KnowledgeBaseService
 from kb_qa.placement import resolve_device
@@ -97,13 +97,13 @@ class RetrievalOptions:
             raise TypeError(f"unknown retrieval options: {sorted(unknown)}")
         options = replace(self, **changes)
         if not 1 <= options.top_k <= 100:
-            raise DocumentRejected(f"top_k must be between 1 and 100, not {options.top_k}")
+            raise BadRequest(f"top_k must be between 1 and 100, not {options.top_k}")
         if not -1.0 <= options.score_threshold <= 1.0:
-            raise DocumentRejected(
+            raise BadRequest(
                 f"score_threshold is a cosine similarity and must lie in [-1, 1], not {options.score_threshold}"
             )
         if options.method not in ("hybrid", "dense", "bm25"):
-            raise DocumentRejected(f"method must be hybrid, dense or bm25, not {options.method!r}")
+            raise BadRequest(f"method must be hybrid, dense or bm25, not {options.method!r}")
         return options
 
 
@@ -263,9 +263,9 @@ class Retriever:
         :raises KnowledgeBaseNotFound: for an unknown knowledge base.
         """
         if not query.strip():
-            raise DocumentRejected("the question is empty")
+            raise BadRequest("the question is empty")
         if not knowledge_bases:
-            raise DocumentRejected("name at least one knowledge base")
+            raise BadRequest("name at least one knowledge base")
         options = self.options(**overrides)
         stores = {name: self.knowledge_bases.reader(name) for name in dict.fromkeys(knowledge_bases)}
         return self.search_stores(query, stores, options)

@@ -4,6 +4,11 @@ The core raises :class:`~kb_qa.errors.KbQaError` subclasses; this module maps th
 place. Request validation becomes 422 with the offending field named; anything unexpected becomes
 a 500 whose message says to look at the server log (the traceback goes to the log, never to the
 client). No error is ever answered with 200.
+
+Under ``/v1`` (the OpenAI-compatible routes) errors follow OpenAI's contract exactly: the body is
+``{"error": {"message", "type", "param", "code"}}`` and a request that fails validation answers
+**400** ``invalid_request_error`` with ``param`` naming the field (OpenAI never answers 422), so
+the OpenAI SDKs raise their ``BadRequestError``.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ RETRY_AFTER_SECONDS = 5
 
 STATUS: dict[type[errors.KbQaError], int] = {
     errors.InvalidName: 400,
+    errors.BadRequest: 400,
     errors.DocumentRejected: 400,
     ContextTooLong: 400,
     errors.KnowledgeBaseNotFound: 404,
@@ -35,35 +41,51 @@ STATUS: dict[type[errors.KbQaError], int] = {
     errors.Busy: 429,
     errors.ModelUnavailable: 503,
     errors.ConfigError: 503,
+    errors.IndexUnreadable: 500,
 }
 
 
 class ApiError(errors.KbQaError):
     """An error raised by the API layer itself, with its status and code."""
 
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None, param: str | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.headers = headers or {}
+        self.param = param  # the request field at fault (OpenAI's ``param``)
 
 
 def error_body(code: str, message: str) -> dict[str, dict[str, str]]:
     return {"error": {"code": code, "message": message}}
 
 
-def openai_error(code: str, message: str, status: int) -> dict[str, dict[str, str | None]]:
+def openai_error(
+    code: str | None, message: str, status: int, param: str | None = None
+) -> dict[str, dict[str, str | None]]:
     """OpenAI's error shape, used under /v1 so that OpenAI clients raise their usual exceptions."""
     kinds = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 429: "rate_limit_error"}
     kind = kinds.get(status, "invalid_request_error" if status < 500 else "server_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def is_openai_path(request: Request) -> bool:
+    return request.url.path.startswith("/v1/")
 
 
 def _respond(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    param: str | None = None,
 ) -> JSONResponse:
-    if request.url.path.startswith("/v1/"):
-        return JSONResponse(openai_error(code, message, status), status_code=status, headers=headers)
+    if is_openai_path(request):
+        status = 400 if status == 422 else status  # OpenAI answers every invalid request with 400
+        return JSONResponse(openai_error(code, message, status, param), status_code=status, headers=headers)
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
@@ -78,10 +100,12 @@ def status_of(exc: errors.KbQaError) -> int:
 
 def error_response(request: Request, exc: errors.KbQaError) -> JSONResponse:
     status = status_of(exc)
+    if status >= 500 and status != 503:
+        log.error("%s on %s %s: %s", type(exc).__name__, request.method, request.url.path, exc)
     headers = dict(exc.headers) if isinstance(exc, ApiError) else {}
     if status in (429, 503):
         headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
-    return _respond(request, status, exc.code, str(exc), headers)
+    return _respond(request, status, exc.code, str(exc), headers, getattr(exc, "param", None))
 
 
 def install(app: FastAPI) -> None:
@@ -91,10 +115,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
+        problems, fields = [], []
         for item in exc.errors():
             where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
             problems.append(f"{where}: {item.get('msg', 'invalid')}")
+            fields.append((where, item.get("type", "")))
+        if is_openai_path(request):  # OpenAI: param names the (first) field, code says missing or invalid
+            param, kind = fields[0] if fields else (None, "")
+            code = "missing_required_parameter" if kind == "missing" else "invalid_value"
+            return _respond(request, 400, code, "; ".join(problems), param=param)
         return _respond(request, 422, "invalid_request", "; ".join(problems))
 
     @app.exception_handler(StarletteHTTPException)

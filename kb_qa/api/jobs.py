@@ -27,13 +27,14 @@ class Job:
     total: int = 0
     done: int = 0
     current: str = ""
+    phase: str = ""  # what the job is doing now, e.g. "indexing 30 files"
     report: dict[str, Any] | None = None
     error: dict[str, str] | None = None
     created_at: float = field(default_factory=time.time)
     finished_at: float | None = None
 
     def start(self, total: int, description: str) -> None:
-        self.total, self.done = total, 0
+        self.total, self.done, self.phase = total, 0, description
 
     def advance(self, step: int = 1, info: str = "") -> None:
         self.done += step

@@ -167,7 +167,9 @@ async def stream_chunks(model: str, events: Iterator[dict[str, Any]], first: Any
 def embeddings_payload(body: EmbeddingRequest, services: Any) -> dict[str, Any]:
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
     if not texts or any(not isinstance(t, str) or not t for t in texts):
-        raise ApiError(400, "invalid_request", "input must be a non-empty string or a list of non-empty strings")
+        raise ApiError(
+            400, "invalid_value", "input must be a non-empty string or a list of non-empty strings", param="input"
+        )
     embeddings = services.embeddings
     vectors = embeddings.encode_queries(texts) if body.input_type == "query" else embeddings.encode_passages(texts)
     data = []

@@ -147,6 +147,18 @@ def test_search_options_and_bad_requests(hb: TestClient) -> None:
     assert hb.post("/knowledge_bases/nope/search", json={"query": EN}).status_code == 404
 
 
+def test_an_unreadable_index_is_a_server_fault_not_a_bad_request(
+    hb: TestClient, kb_root: Path, embeddings: SentenceTransformerEmbeddings, llm: ChatLLM
+) -> None:
+    store = next(p for p in kb_root.rglob("CURRENT") if "hb" in str(p)).parent
+    for index in store.glob("index.*.faiss"):
+        index.write_bytes(b"not a faiss index")
+    with make_client(kb_root, embeddings, llm) as fresh:  # a process that reads the index from disk
+        broken = fresh.post("/knowledge_bases/hb/search", json={"query": EN})
+    assert broken.status_code == 500 and error(broken)["code"] == "index_unreadable"
+    assert "kb-qa kb rebuild hb --recreate" in error(broken)["message"]
+
+
 def test_chat_answers_with_sources_history_and_declines(hb: TestClient) -> None:
     answer = hb.post("/chat", json={"question": EN, "knowledge_base": "hb", "temperature": 0, "max_tokens": 12}).json()
     assert answer["answer"] and answer["sources"][0]["document"] == "employee-handbook.md"
@@ -263,6 +275,7 @@ def test_reindex_one_document_and_rebuild_as_a_job(hb: TestClient) -> None:
         time.sleep(0.1)
     assert job["status"] == "done", job
     assert job["total"] == job["done"] == 3 and job["report"]["added"] == 3
+    assert job["phase"] == "indexing hb", job  # what it was doing, as the service described it
     assert job["id"] in [j["id"] for j in hb.get("/jobs").json()]
     assert hb.get("/jobs/unknown").status_code == 404
     assert hb.post("/knowledge_bases/nope/rebuild").status_code == 404

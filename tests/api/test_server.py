@@ -85,6 +85,37 @@ def test_the_official_openai_sdk(served: tuple[str, Services]) -> None:
         client.chat.completions.create(model="kb:hb", messages=[{"role": "assistant", "content": "hi"}])
 
 
+def test_invalid_requests_under_v1_follow_openais_error_contract(served: tuple[str, Services]) -> None:
+    """OpenAI answers a request that fails validation with 400 invalid_request_error naming the
+    field (never 422), so the SDK raises BadRequestError."""
+    import openai
+
+    base, _ = served
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0)
+    cases = [
+        ({"model": "kb:hb", "messages": []}, "messages", "invalid_value"),
+        ({"model": "kb:hb"}, "messages", "missing_required_parameter"),
+        ({"model": "kb:hb", "messages": [{"role": "user", "content": EN}], "top_k": 0}, "top_k", "invalid_value"),
+        ({"model": "kb:hb", "messages": [{"role": "user", "content": EN}], "temperature": "hot"}, "temperature",
+         "invalid_value"),
+    ]  # fmt: skip
+    for body, param, code in cases:
+        with pytest.raises(openai.BadRequestError) as caught:  # sent as is: the SDK's own checks would stop some
+            client.post("/chat/completions", body=body, cast_to=object)
+        error = caught.value.body
+        assert caught.value.status_code == 400, body
+        assert error["type"] == "invalid_request_error" and error["param"] == param and error["code"] == code, error  # type: ignore[index]
+        assert param in error["message"]  # type: ignore[index]
+    with pytest.raises(openai.BadRequestError):  # and through the typed call
+        client.chat.completions.create(model="kb:hb", messages=[])
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.embeddings.create(model="any", input=[])
+    assert caught.value.body["param"] == "input"  # type: ignore[index]
+    # the native routes keep their own shape: 422 with {"error": {"code", "message"}}
+    native = httpx.post(f"{base}/chat", json={"question": ""})
+    assert native.status_code == 422 and native.json()["error"]["code"] == "invalid_request"
+
+
 def test_langchain_openai_chat_and_embeddings(served: tuple[str, Services]) -> None:
     from langchain_openai import ChatOpenAI, OpenAIEmbeddings
 

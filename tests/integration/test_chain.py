@@ -15,7 +15,7 @@ import pytest
 
 from kb_qa.chain import PromptSet, cited_numbers, question_language
 from kb_qa.embeddings import SentenceTransformerEmbeddings
-from kb_qa.errors import ConfigError, DocumentRejected
+from kb_qa.errors import BadRequest, ConfigError
 from kb_qa.llm import ChatLLM
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import Services, build_services
@@ -185,11 +185,11 @@ def test_passages_that_do_not_fit_the_window_are_not_sources(
 def test_the_lcel_chain_and_bad_requests(qa: Services) -> None:
     out = qa.qa.runnable().invoke({"question": EN, "mode": "search", "knowledge_bases": ["hb"]})
     assert out["query"] == EN and out["answer"] == "" and "every 90 days" in out["passages"][0].text
-    with pytest.raises(DocumentRejected, match="empty"):
+    with pytest.raises(BadRequest, match="empty"):
         qa.qa.ask("   ", knowledge_bases=["hb"])
-    with pytest.raises(DocumentRejected, match="at least one knowledge base"):
+    with pytest.raises(BadRequest, match="at least one knowledge base"):
         qa.qa.ask(EN)
-    with pytest.raises(DocumentRejected, match="mode must be one of"):
+    with pytest.raises(BadRequest, match="mode must be one of"):
         qa.qa.ask(EN, mode="poem", knowledge_bases=["hb"])
 
 

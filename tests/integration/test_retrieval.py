@@ -10,7 +10,8 @@ import pytest
 
 from kb_qa.domain import SearchHit
 from kb_qa.embeddings import SentenceTransformerEmbeddings
-from kb_qa.retrieval import KnowledgeBaseRetriever, Reranker, RetrievalOptions, Retriever
+from kb_qa.errors import BadRequest, ConfigError
+from kb_qa.retrieval import KnowledgeBaseRetriever, Reranker, RetrievalOptions
 from kb_qa.services import Services, build_services
 from kb_qa.settings import load_settings
 from loaders import load_file
@@ -68,7 +69,7 @@ def test_threshold_has_one_meaning_for_every_method(hb: Services) -> None:
         everything = retrieve(hb, ZH, top_k=20, method=method)
         assert {h.chunk_id for h in everything if h.score >= 0.85} >= {h.chunk_id for h in kept}
         assert retrieve(hb, ZH, top_k=5, method=method, score_threshold=min(1.0, best + 1e-4)) == []
-    with pytest.raises(Exception, match="score_threshold"):
+    with pytest.raises(BadRequest, match="score_threshold"):
         retrieve(hb, ZH, score_threshold=3.0)
 
 
@@ -183,17 +184,16 @@ def test_cross_encoder_reranker_from_a_local_folder(
     # a request can turn the reranker off
     off = services.retriever.retrieve(EN, ["hb"], top_k=5, rerank=False)
     assert all(h.rerank_score is None for h in off)
-    with pytest.raises(Exception, match="not a cross-encoder folder"):
+    with pytest.raises(ConfigError, match="not a cross-encoder folder"):
         Reranker(tmp_path)
 
 
 def test_options_are_validated() -> None:
     options = RetrievalOptions()
-    with pytest.raises(Exception, match="top_k"):
+    with pytest.raises(BadRequest, match="top_k"):
         options.override(top_k=0)
-    with pytest.raises(Exception, match="method"):
+    with pytest.raises(BadRequest, match="method"):
         options.override(method="magic")
     with pytest.raises(TypeError, match="unknown retrieval options"):
         options.override(colour="red")
     assert options.override(documents=["a"], top_k=None).documents == ("a",)
-    assert isinstance(Retriever, type)
