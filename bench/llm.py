@@ -9,9 +9,10 @@ Every comparison is measured in one run, the two sides alternating, greedy decod
   resident memory of each, each side in its own process (so memory is its own).
 - **wrapper**: ``ChatLLM.stream`` (the llamacpp backend) vs llama-cpp-python called directly
   (``Llama.create_completion(stream=True)`` on the same prompt tokens), default model: tokens/s.
-- **threads**: llama.cpp with 1 and 2 threads, OpenMP waiting policy ACTIVE (spin) or PASSIVE
-  (sleep), idle and with another process busy on one core; prefill and decode tokens/s (the default
-  1.5B model).
+- **threads**: llama.cpp with 2 threads under four OpenMP waiting settings (ACTIVE: spin;
+  PASSIVE: sleep; libgomp's default: spin a while, then sleep; a short GOMP_SPINCOUNT) and with 1
+  thread, idle and with another process busy on one core; prefill and decode tokens/s, for each
+  bundled model (SmolLM2, the 0.5B, the 1.5B).
 - **ttft**: the default model on the sample handbook's 4-passage grounded prompts: time to first
   token split into retrieval, evidence highlights, prefill and the rest; cold (no reuse) vs a second
   question reusing the cached system-prompt prefix; idle vs another process busy.
@@ -199,29 +200,44 @@ print(json.dumps({"prompt_tokens": len(toks), "prefill": round(best[0], 1), "dec
 """
 
 
-def bench_threads() -> dict[str, Any]:
-    from kb_qa.bundled import QWEN_15B
+# OpenMP waiting settings compared: spin forever, sleep at once, libgomp's own default (spin
+# ~300,000 rounds, then sleep), and a short spin before sleeping
+WAIT_SETTINGS = {
+    "ACTIVE": {"OMP_WAIT_POLICY": "ACTIVE"},
+    "PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "libgomp default": {},
+    "GOMP_SPINCOUNT=20000": {"GOMP_SPINCOUNT": "20000"},
+}
 
-    model = PROJECT_DIR / ".cache" / "models" / QWEN_15B.file_name
+
+def bench_threads(models: list[str]) -> dict[str, Any]:
+    from kb_qa.bundled import find_bundled
+    from kb_qa.provision import smollm2_gguf
+
     rows = []
-    for load in ("idle", "busy"):
-        for policy in ("ACTIVE", "PASSIVE"):
-            for threads in (1, 2):
-                env = {**os.environ, "OMP_WAIT_POLICY": policy}
+    for name in models:
+        bundled = find_bundled(name)
+        model = (PROJECT_DIR / ".cache" / "models" / bundled.file_name) if bundled else smollm2_gguf()
+        for load in ("idle", "busy"):
+            for setting, extra in [*WAIT_SETTINGS.items(), ("1 thread", {})]:
+                threads = 1 if setting == "1 thread" else 2
+                env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+                env.update(extra)
                 command = [sys.executable, "-c", THREADS_SNIPPET, str(model), str(threads)]
                 if load == "busy":
                     with busy_core():
                         out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
                 else:
                     out = subprocess.run(command, capture_output=True, text=True, check=True, env=env)
-                row = {"load": load, "policy": policy, "threads": threads, **json.loads(out.stdout.splitlines()[-1])}
+                row = {"model": name, "load": load, "setting": setting, "threads": threads,
+                       **json.loads(out.stdout.splitlines()[-1])}  # fmt: skip
                 rows.append(row)
                 print(
-                    f"threads: {load:4} {policy:7} {threads} thread(s): prefill {row['prefill']} tokens/s, "
+                    f"threads: {name} {load:4} {setting:21} {threads}: prefill {row['prefill']} tokens/s, "
                     f"decode {row['decode']} tokens/s",
                     flush=True,
                 )
-    return {"model": QWEN_15B.name, "rows": rows}
+    return {"models": models, "rows": rows}
 
 
 def bench_ttft(runs: int) -> dict[str, Any]:
@@ -366,6 +382,8 @@ def main() -> None:
     parser.add_argument("--only", default="backends,wrapper,threads,ttft,streaming")
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--threads-models", default=f"{SMOL},{QWEN05},Qwen2.5-Coder-1.5B-Instruct",
+                        help="models the threads section measures")  # fmt: skip
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     path = Path(__file__).resolve().parent.parent / "docs" / "benchmarks" / "llm.json"
@@ -378,7 +396,7 @@ def main() -> None:
     if "wrapper" in wanted:
         result["wrapper"] = bench_wrapper(args.tokens, args.runs)
     if "threads" in wanted:
-        result["threads"] = bench_threads()
+        result["threads"] = bench_threads(args.threads_models.split(","))
     if "ttft" in wanted:
         result["ttft"] = bench_ttft(args.runs)
     if "streaming" in wanted:
