@@ -28,7 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from kb_qa.domain import IngestReport
+from kb_qa.domain import EXPAND_CHARS, SCORE, TOP_K, IngestReport
 from kb_qa.errors import KbQaError
 from kb_qa.services import Services, build_services
 from kb_qa.settings import Settings, load_settings
@@ -282,13 +282,15 @@ MethodOpt = Annotated[
     str | None,
     typer.Option("--method", help="hybrid (dense + BM25, fused), dense or bm25 (default: retrieval.method)."),
 ]
-TopKOpt = Annotated[int | None, typer.Option("-k", "--top-k", min=1, max=100, help="Passages to return.")]
+TopKOpt = Annotated[
+    int | None, typer.Option("-k", "--top-k", min=int(TOP_K.low), max=int(TOP_K.high), help="Passages to return.")
+]
 ThresholdOpt = Annotated[
     float | None,
     typer.Option(
         "--threshold",
-        min=-1.0,
-        max=1.0,
+        min=SCORE.low,
+        max=SCORE.high,
         help="Minimum cosine similarity of question and passage (default: retrieval.score_threshold).",
     ),
 ]
@@ -297,7 +299,12 @@ DocOpt = Annotated[
 ]
 ExpandOpt = Annotated[
     int | None,
-    typer.Option("--expand", min=0, help="Grow each passage with its neighbours up to this many characters."),
+    typer.Option(
+        "--expand",
+        min=int(EXPAND_CHARS.low),
+        max=int(EXPAND_CHARS.high),
+        help="Grow each passage with its neighbours up to this many characters.",
+    ),
 ]
 
 

@@ -6,6 +6,27 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+@dataclass(frozen=True)
+class Range:
+    """Allowed values of a retrieval option, declared once for settings, API schemas, CLI and core."""
+
+    low: float
+    high: float
+
+    @property
+    def bounds(self) -> dict[str, Any]:
+        """As pydantic's ``Field(ge=…, le=…)`` keywords."""
+        return {"ge": self.low, "le": self.high}
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, (int, float)) and self.low <= value <= self.high
+
+
+TOP_K = Range(1, 100)  # passages per question
+SCORE = Range(-1.0, 1.0)  # a cosine similarity
+EXPAND_CHARS = Range(0, 20000)  # characters a passage may grow to with its neighbours
+
+
 @dataclass
 class KnowledgeBaseInfo:
     name: str

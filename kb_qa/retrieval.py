@@ -43,7 +43,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
-from kb_qa.domain import SearchHit
+from kb_qa.domain import EXPAND_CHARS, SCORE, TOP_K, SearchHit
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import BadRequest, ConfigError
 from kb_qa.hf import offline_and_quiet
@@ -96,12 +96,15 @@ class RetrievalOptions:
         if unknown:
             raise TypeError(f"unknown retrieval options: {sorted(unknown)}")
         options = replace(self, **changes)
-        if not 1 <= options.top_k <= 100:
-            raise BadRequest(f"top_k must be between 1 and 100, not {options.top_k}")
-        if not -1.0 <= options.score_threshold <= 1.0:
+        if options.top_k not in TOP_K:
+            raise BadRequest(f"top_k must be between {TOP_K.low:g} and {TOP_K.high:g}, not {options.top_k}")
+        if options.score_threshold not in SCORE:
             raise BadRequest(
-                f"score_threshold is a cosine similarity and must lie in [-1, 1], not {options.score_threshold}"
+                f"score_threshold is a cosine similarity and must lie in [{SCORE.low:g}, {SCORE.high:g}], "
+                f"not {options.score_threshold}"
             )
+        if options.expand_chars not in EXPAND_CHARS:
+            raise BadRequest(f"expand_chars must lie in [0, {EXPAND_CHARS.high:g}], not {options.expand_chars}")
         if options.method not in ("hybrid", "dense", "bm25"):
             raise BadRequest(f"method must be hybrid, dense or bm25, not {options.method!r}")
         return options

@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from kb_qa.domain import EXPAND_CHARS, SCORE, TOP_K
 from kb_qa.errors import ConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -60,14 +61,14 @@ class SplitterSettings(_Section):
 
 
 class RetrievalSettings(_Section):
-    top_k: int = Field(4, ge=1, le=100)
-    score_threshold: float = Field(0.8, ge=-1.0, le=1.0)
+    top_k: int = Field(4, **TOP_K.bounds)
+    score_threshold: float = Field(0.8, **SCORE.bounds)
     method: Literal["hybrid", "dense", "bm25"] = "hybrid"
     fusion: Literal["weighted", "rrf"] = "weighted"
     dense_weight: float = Field(0.5, ge=0.0, le=1.0)
     candidates: int = Field(50, ge=1, le=1000)
     rrf_k: int = Field(60, ge=1)
-    expand_chars: int = Field(0, ge=0, le=20000)
+    expand_chars: int = Field(0, **EXPAND_CHARS.bounds)
     reranker: str = ""
     rerank_candidates: int = Field(20, ge=1, le=200)
     index: Literal["flat", "ivf"] = "flat"

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kb_qa.api import errors as api_errors
 from kb_qa.api.errors import ApiError
+from kb_qa.domain import SCORE, TOP_K
 from kb_qa.errors import KbQaError
 
 KB_PREFIX = "kb:"
@@ -51,8 +52,8 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens (newer clients).")
     knowledge_base: str | None = Field(None, description="Extra: answer from this knowledge base.")
     knowledge_bases: list[str] | None = Field(None, description="Extra: answer from these knowledge bases.")
-    top_k: int | None = Field(None, ge=1, le=100, description="Extra: passages given to the model.")
-    score_threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Extra: minimum cosine similarity.")
+    top_k: int | None = Field(None, **TOP_K.bounds, description="Extra: passages given to the model.")
+    score_threshold: float | None = Field(None, **SCORE.bounds, description="Extra: minimum cosine similarity.")
 
 
 class EmbeddingRequest(BaseModel):

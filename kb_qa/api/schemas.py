@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kb_qa.domain import EXPAND_CHARS, SCORE, TOP_K
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -55,13 +57,15 @@ class UploadOut(BaseModel):
 
 class SearchRequest(_Body):
     query: str = Field(min_length=1, description="The question or keywords.")
-    top_k: int | None = Field(None, ge=1, le=100, description="Passages to return (default retrieval.top_k).")
+    top_k: int | None = Field(None, **TOP_K.bounds, description="Passages to return (default retrieval.top_k).")
     score_threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="Minimum cosine similarity of question and passage (default from settings)."
     )
     method: Literal["hybrid", "dense", "bm25"] | None = Field(None, description="Retrieval method (default hybrid).")
     documents: list[str] | None = Field(None, description="Only search these documents (names as listed).")
-    expand_chars: int | None = Field(None, ge=0, le=20000, description="Grow passages with neighbours up to this size.")
+    expand_chars: int | None = Field(
+        None, **EXPAND_CHARS.bounds, description="Grow passages with neighbours up to this size."
+    )
 
 
 class Passage(BaseModel):
@@ -101,8 +105,8 @@ class ChatRequest(_Body):
         default_factory=list,
         description="Earlier turns: [{role, content}] or langchain-ChatGLM's [[question, answer]].",
     )
-    top_k: int | None = Field(None, ge=1, le=100, description="Passages given to the model.")
-    score_threshold: float | None = Field(None, ge=-1.0, le=1.0, description="Minimum cosine similarity.")
+    top_k: int | None = Field(None, **TOP_K.bounds, description="Passages given to the model.")
+    score_threshold: float | None = Field(None, **SCORE.bounds, description="Minimum cosine similarity.")
     documents: list[str] | None = Field(None, description="Only use these documents.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
     max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest answer in tokens.")

@@ -15,7 +15,8 @@ fixed part of the grounded prompt) reuse its computed KV cache: only the new tai
 Threads: ``n_threads`` (generation) and ``n_threads_batch`` (prompt prefill). On small machines
 spin-waiting threads collapse when another process is busy, so llama.cpp's OpenMP threads are made
 to sleep rather than spin while waiting (``OMP_WAIT_POLICY=PASSIVE`` unless already set before
-llama.cpp loads) and the default thread count is chosen by measurement (:func:`default_threads`).
+llama.cpp loads) and the default thread counts are chosen by measurement (:func:`default_threads`,
+:func:`default_decode_threads`).
 """
 
 from __future__ import annotations
@@ -40,17 +41,30 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_CONTEXT = 8192  # when llm.context_window is unset: the model's own, capped here (KV memory)
 
 
-def default_threads(cores: int | None = None) -> int:
-    """Threads for generation and prefill when none are configured: every core, at most 8.
+SMALL_MODEL_BYTES = 300 * 1024 * 1024  # below this a token's work is too short to share between threads
 
-    Measured on 2 cores (docs/benchmarks.md, "llama.cpp threads"): with OpenMP threads that spin
-    while waiting, 2 threads lost 2.7x of their decode speed when another process was busy, and 1
-    thread halved prefill; with ``OMP_WAIT_POLICY=PASSIVE`` (set by :func:`llama_cpp_module`) 2
-    threads kept the fastest prefill idle and stayed at the 1-thread speed under load.
+
+def default_threads(cores: int | None = None) -> int:
+    """Threads for prefill (and for generating with all but tiny models): every core, at most 8.
+
+    Measured on 2 cores (docs/benchmarks.md, "llama.cpp threads", every bundled model): threads
+    that spin while waiting lose up to 60 % of their decode speed when another process is busy, so
+    they sleep (``OMP_WAIT_POLICY=PASSIVE``, set by :func:`llama_cpp_module`); then 2 threads keep
+    the fastest prefill idle and under load, and the 1-thread decode speed or better under load.
     """
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, min(8, cores))
+
+
+def default_decode_threads(model_bytes: int, cores: int | None = None) -> int:
+    """Threads for generating when none are configured: 1 for a tiny model, else :func:`default_threads`.
+
+    A tiny model's token takes so little work that sleeping threads spend it waking each other:
+    SmolLM2-135M (0.1 GB) decoded 31.5 tokens/s with 2 sleeping threads and 77.6 with 1 (64.3 vs
+    49.5 with another process busy); from the 0.5B (0.5 GB) up, 2 threads were faster idle and
+    equal under load (docs/benchmarks.md)."""
+    return 1 if model_bytes < SMALL_MODEL_BYTES else default_threads(cores)
 
 
 def llama_cpp_module() -> Any:
@@ -72,8 +86,9 @@ class LlamaCppBackend(ChatBackend):
     :param model: the .gguf file (or a folder holding exactly one).
     :param name: how the model is called in answers and ``llm info``.
     :param context_window: llama.cpp's ``n_ctx``; None: the model's trained context, capped at 8192.
-    :param n_threads: threads for generating; None: :func:`default_threads`.
-    :param n_threads_batch: threads for prefilling the prompt; None: same as ``n_threads``.
+    :param n_threads: threads for generating; None: :func:`default_decode_threads`.
+    :param n_threads_batch: threads for prefilling the prompt; None: ``n_threads`` if given, else
+        :func:`default_threads`.
     :param n_gpu_layers: layers offloaded to the GPU in a CUDA/Metal build (-1 = all; 0 = CPU only).
     :param chat_template: a Jinja chat template (or a file holding one) instead of the file's own.
     :param sha256: the file's expected hash when it is known (bundled models), for ``info``.
@@ -99,8 +114,8 @@ class LlamaCppBackend(ChatBackend):
         trained = meta.get(f"{self.architecture}.context_length")
         self.trained_context = int(trained) if isinstance(trained, int) else None
         self._n_ctx = context_window or min(self.trained_context or 4096, DEFAULT_MAX_CONTEXT)
-        self.n_threads = n_threads or default_threads()
-        self.n_threads_batch = n_threads_batch or self.n_threads
+        self.n_threads = n_threads or default_decode_threads(self.path.stat().st_size)
+        self.n_threads_batch = n_threads_batch or n_threads or default_threads()
         self.n_gpu_layers = n_gpu_layers
         self.template = self._template(chat_template, meta)
         self._sha256 = sha256

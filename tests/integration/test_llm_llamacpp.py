@@ -16,7 +16,7 @@ import pytest
 from kb_qa.errors import Busy, ModelUnavailable
 from kb_qa.llm import ChatLLM, ConcurrencyGate
 from kb_qa.llm.budget import ContextTooLong
-from kb_qa.llm.llamacpp_backend import LlamaCppBackend, default_threads
+from kb_qa.llm.llamacpp_backend import LlamaCppBackend, default_decode_threads, default_threads
 from kb_qa.provision import convert_smollm2, smollm2_gguf
 from kb_qa.settings import PROJECT_DIR
 
@@ -180,8 +180,12 @@ def test_info_names_the_file_its_size_and_hash(cpp: LlamaCppBackend) -> None:
     assert info["architecture"] == "llama" and info["n_threads"] == 2
 
 
-def test_default_threads_use_every_core_up_to_eight() -> None:
+def test_default_threads_use_every_core_up_to_eight_and_one_to_decode_a_tiny_model() -> None:
     assert default_threads(1) == 1 and default_threads(2) == 2 and default_threads(64) == 8
+    assert default_decode_threads(100 * 2**20, cores=2) == 1  # SmolLM2-sized
+    assert default_decode_threads(500 * 2**20, cores=2) == 2  # the 0.5B and up
+    tiny = LlamaCppBackend(smollm2_gguf(), name="SmolLM2-135M-Instruct")
+    assert tiny.n_threads == 1 and tiny.n_threads_batch == default_threads()
 
 
 def test_the_header_reader_agrees_with_the_gguf_package() -> None:
