@@ -76,3 +76,16 @@ def samples_copy(tmp_path: Path) -> Iterator[Path]:
     target = tmp_path / "samples"
     shutil.copytree(SAMPLES, target)
     yield target
+
+
+FAST_FOLDERS = ("unit", "fast")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast tier (``-m fast``, under a minute): tests/unit and tests/fast, which use no model or
+    only the STAND-INS of tests/standins.py. Every other test uses the real models."""
+    tests = Path(__file__).resolve().parent
+    for item in items:
+        relative = Path(str(item.path)).resolve().relative_to(tests)
+        if relative.parts[0] in FAST_FOLDERS:
+            item.add_marker(pytest.mark.fast)

@@ -1,0 +1,133 @@
+"""The API's contracts in seconds: the real app with STAND-IN models (tests/standins.py).
+
+Routes, statuses, error bodies, uploads, streaming frames, jobs and the OpenAI-compatible routes
+(through the openai SDK) — everything that does not depend on what a model computes. The same
+routes run against the real models in tests/api.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from kb_qa.api import create_app
+from kb_qa.llm import ChatLLM
+from kb_qa.services import build_services
+from kb_qa.settings import load_settings
+from tests.helpers import ANY_SCORE, SAMPLES
+from tests.standins import StandInChatBackend, StandInEmbeddings
+
+EN = "How often must passwords be changed?"
+
+
+@pytest.fixture()
+def client(tmp_path: Path) -> Iterator[TestClient]:
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(tmp_path / "kb")}, **ANY_SCORE})
+    llm = ChatLLM(backend=StandInChatBackend(), temperature=0.0, max_new_tokens=32)
+    services = build_services(settings, embeddings=StandInEmbeddings(), llm=lambda: llm)
+    with TestClient(create_app(settings, services=services)) as client:
+        yield client
+
+
+@pytest.fixture()
+def hb(client: TestClient) -> TestClient:
+    assert client.post("/knowledge_bases", json={"name": "hb"}).status_code == 201
+    files = [("files", (n, (SAMPLES / n).read_bytes())) for n in ("employee-handbook.md", "员工手册.md")]
+    response = client.post("/knowledge_bases/hb/documents", files=files)
+    assert response.status_code == 200, response.text
+    return client
+
+
+def error(response: Any) -> dict[str, str]:
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    return body["error"]  # type: ignore[no-any-return]
+
+
+def test_knowledge_bases_and_their_errors(hb: TestClient) -> None:
+    assert hb.get("/health").status_code == 200
+    assert [kb["name"] for kb in hb.get("/knowledge_bases").json()] == ["hb"]
+    again = hb.post("/knowledge_bases", json={"name": "hb"})
+    assert again.status_code == 409 and error(again)["code"] == "kb_exists"
+    bad = hb.post("/knowledge_bases", json={"name": "../x"})
+    assert bad.status_code == 400 and error(bad)["code"] == "invalid_name"
+    assert hb.get("/knowledge_bases/nope/documents").status_code == 404
+    unknown = hb.get("/no/such/route")
+    assert unknown.status_code == 404 and error(unknown)["code"] == "not_found"
+
+
+def test_uploads_report_each_file(hb: TestClient) -> None:
+    files = [("files", ("employee-handbook.md", (SAMPLES / "employee-handbook.md").read_bytes())),
+             ("files", ("tool.exe", b"MZ\x90\x00"))]  # fmt: skip
+    results = {r["file"]: r for r in hb.post("/knowledge_bases/hb/documents", files=files).json()["files"]}
+    assert results["employee-handbook.md"]["action"] == "unchanged"
+    assert results["tool.exe"]["action"] == "failed" and results["tool.exe"]["error"]
+    names = {d["path"] for d in hb.get("/knowledge_bases/hb/documents").json()}
+    assert {"employee-handbook.md", "员工手册.md"} <= names and "tool.exe" not in names
+
+
+def test_search_and_bad_values(hb: TestClient) -> None:
+    found = hb.post("/knowledge_bases/hb/search", json={"query": EN, "top_k": 2}).json()["passages"]
+    assert len(found) == 2 and "every 90 days" in found[0]["text"]
+    for body in (
+        {"query": ""},
+        {"query": EN, "top_k": 0},
+        {"query": EN, "top_k": 101},
+        {"query": EN, "score_threshold": 2},
+    ):
+        response = hb.post("/knowledge_bases/hb/search", json=body)
+        assert response.status_code == 422 and error(response)["code"] == "invalid_request", body
+
+
+def test_chat_answers_and_streams_sources_deltas_done(hb: TestClient) -> None:
+    answer = hb.post("/chat", json={"question": EN, "knowledge_bases": ["hb"]}).json()
+    assert "[1]" in answer["answer"] and answer["sources"][0]["document"] == "employee-handbook.md"
+    assert answer["sources"][0]["cited"] and answer["models"]["llm"] == "stand-in-chat-model"
+    body = {"question": EN, "knowledge_bases": ["hb"], "stream": True}
+    with hb.stream("POST", "/chat", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        frames = [f for f in response.read().decode().split("\n\n") if f.strip()]
+    events = [(f.split("\n")[0].removeprefix("event: "), json.loads(f.split("\n")[1].removeprefix("data: ")))
+              for f in frames]  # fmt: skip
+    names = [name for name, _ in events]
+    assert names[0] == "sources" and names[-1] == "done" and set(names[1:-1]) == {"delta"}
+    assert events[-1][1]["answer"] == "".join(d["text"] for n, d in events if n == "delta") == answer["answer"]
+
+
+def test_the_openai_routes_with_the_sdk(hb: TestClient) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=hb, max_retries=0)
+    assert "kb:hb" in {m.id for m in client.models.list()}
+    reply = client.chat.completions.create(model="kb:hb", messages=[{"role": "user", "content": EN}])
+    native = hb.post("/chat", json={"question": EN, "knowledge_bases": ["hb"]}).json()["answer"]
+    assert reply.choices[0].message.content == native and native.endswith("[1]")
+    chunks = list(client.chat.completions.create(model="kb:hb", messages=[{"role": "user", "content": EN}],
+                                                 stream=True))  # fmt: skip
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == reply.choices[0].message.content
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="kb:hb", messages=[])
+    assert caught.value.status_code == 400
+    assert caught.value.body["type"] == "invalid_request_error" and caught.value.body["param"] == "messages"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="kb:nope", messages=[{"role": "user", "content": EN}])
+    vectors = client.embeddings.create(model="any", input=["年假", "passwords"], encoding_format="float")
+    assert len(vectors.data) == 2 and len(vectors.data[0].embedding) == 256
+
+
+def test_a_rebuild_runs_as_a_job(hb: TestClient) -> None:
+    started = hb.post("/knowledge_bases/hb/rebuild", params={"recreate": True})
+    assert started.status_code == 202
+    job = started.json()
+    for _ in range(300):
+        job = hb.get(f"/jobs/{job['id']}").json()
+        if job["status"] in ("done", "failed"):
+            break
+        time.sleep(0.05)
+    assert job["status"] == "done" and job["report"]["added"] == 2 and job["phase"] == "indexing hb", job
