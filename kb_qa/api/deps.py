@@ -11,6 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from kb_qa.api.errors import ApiError
+from kb_qa.api.jobs import JobRunner
 from kb_qa.services import Services
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
@@ -57,6 +58,13 @@ def _services(request: Request) -> Services:
 
 
 Svc = Annotated[Services, Depends(_services)]
+
+
+def _jobs(request: Request) -> JobRunner:
+    return request.app.state.jobs
+
+
+Jobs = Annotated[JobRunner, Depends(_jobs)]
 
 
 def sanitize_filename(name: str) -> str:

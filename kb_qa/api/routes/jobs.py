@@ -1,0 +1,35 @@
+"""Background jobs: a rebuild runs as one; its progress is polled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from kb_qa.api.deps import Admin, Jobs, Read, Svc
+from kb_qa.api.errors import ApiError
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.post("/knowledge_bases/{kb}/rebuild", status_code=202, dependencies=[Admin],
+             summary="Rebuild a knowledge base in the background; poll the returned job")  # fmt: skip
+def rebuild(kb: str, services: Svc, jobs: Jobs, response: Response, recreate: bool = False) -> dict[str, Any]:
+    services.knowledge_bases.get(kb)
+    job = jobs.submit("rebuild", kb, lambda job: services.knowledge_bases.rebuild(kb, recreate=recreate,
+                                                                                   progress=job))  # fmt: skip
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job.to_dict()
+
+
+@router.get("/jobs", dependencies=[Read], summary="Recent jobs, newest first")
+def list_jobs(jobs: Jobs) -> list[dict[str, Any]]:
+    return [job.to_dict() for job in jobs.all()]
+
+
+@router.get("/jobs/{job_id}", dependencies=[Read], summary="A job's status and progress")
+def get_job(job_id: str, jobs: Jobs) -> dict[str, Any]:
+    job = jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (finished jobs are kept for a while only)")
+    return job.to_dict()
