@@ -29,8 +29,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from langchain_core.prompts import PromptTemplate
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda, RunnablePassthrough
 
 from kb_qa.domain import SearchHit
@@ -39,52 +37,11 @@ from kb_qa.evidence import CitationChecker, EvidenceFinder
 from kb_qa.llm.base import Message, normalize_history
 from kb_qa.llm.budget import fit_context
 from kb_qa.llm.chat_llm import ChatLLM
+from kb_qa.prompts import PromptSet, question_language
 from kb_qa.retrieval import Retriever
 
 MODES = ("kb", "search", "chat")
-PROMPT_KEYS = ("system", "passage", "grounded", "rewrite", "no_answer")
 _CITATION = re.compile(r"[\[【](\d{1,3})[\]】]")
-
-
-def question_language(text: str) -> str:
-    letters = [ch for ch in text if ch.isalpha()]
-    cjk = sum(1 for ch in letters if "\u3400" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff")
-    return "zh" if letters and cjk * 5 >= len(letters) else "en"
-
-
-@dataclass(frozen=True)
-class PromptSet:
-    language: str
-    system: str
-    passage: PromptTemplate
-    grounded: PromptTemplate
-    rewrite: PromptTemplate
-    no_answer: str
-
-    @classmethod
-    def load(cls, path: Path) -> PromptSet:
-        """Read and check one language's prompts.
-
-        :raises ConfigError: for a missing file, key or placeholder.
-        """
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"qa.prompts_dir: {path} does not exist") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-        missing = [k for k in PROMPT_KEYS if not isinstance((data or {}).get(k), str)]
-        if missing:
-            raise ConfigError(f"{path}: missing prompt(s) {missing}; every prompt file needs {list(PROMPT_KEYS)}")
-        templates = {}
-        for key, needed in (("passage", {"n", "source", "text"}), ("grounded", {"context", "question"})):
-            templates[key] = PromptTemplate.from_template(data[key])
-            absent = needed - set(templates[key].input_variables)
-            if absent:
-                raise ConfigError(f"{path}: the {key} prompt must use the placeholders {sorted(absent)}")
-        templates["rewrite"] = PromptTemplate.from_template(data["rewrite"])
-        return cls(path.stem, data["system"].strip(), templates["passage"], templates["grounded"],
-                   templates["rewrite"], data["no_answer"].strip())  # fmt: skip
 
 
 @dataclass

@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from kb_qa.chain import PromptSet, cited_numbers, question_language
+from kb_qa.chain import cited_numbers
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import BadRequest, ConfigError
 from kb_qa.llm import ChatLLM
 from kb_qa.llm.transformers_backend import TransformersBackend
+from kb_qa.prompts import PromptSet, question_language
 from kb_qa.services import Services, build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
 from loaders import load_file
