@@ -149,6 +149,23 @@ class QAChain:
                 self._llm = self._llm_factory()
             return self._llm
 
+    # ------------------------------------------------------------ what callers ask of the model
+    def load_model(self) -> None:
+        """Load the chat model now (a warm-up) instead of on the first question."""
+        self.llm.backend.load()
+
+    def busy(self) -> bool:
+        """Whether the loaded model's queue is full (a new request would wait past its limit)."""
+        return self._llm is not None and self._llm.gate.full
+
+    def model_name(self) -> str | None:
+        """The loaded chat model's name; None before it is loaded."""
+        return self._llm.backend.name if self._llm is not None else None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens ``text`` takes in the chat model's own tokenizer (loads the model)."""
+        return self.llm.backend.count_tokens(text)
+
     # ------------------------------------------------------------ the chain
     def runnable(self) -> Runnable[dict[str, Any], dict[str, Any]]:
         """The LCEL chain. Input: ``question``, and optionally ``mode``, ``knowledge_bases``,

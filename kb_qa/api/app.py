@@ -85,7 +85,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
 
 def _load_models(services: Services) -> None:
     services.embeddings.warm_up()
-    services.qa.llm.backend.load()
+    services.qa.load_model()
 
 
 __all__ = ["create_app", "sanitize_filename"]

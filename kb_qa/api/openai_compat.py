@@ -74,8 +74,8 @@ def _text(content: str | list[dict[str, Any]] | None) -> str:
 
 def models_payload(services: Any) -> dict[str, Any]:
     created = int(time.time())
-    loaded = services.qa.loaded_llm  # the model that answers, once loaded; else the configured name
-    llm_name = loaded.backend.name if loaded is not None else services.settings.llm.model.rstrip("/").rsplit("/", 1)[-1]
+    # the model that answers, once loaded; else the configured name
+    llm_name = services.qa.model_name() or services.settings.llm.model.rstrip("/").rsplit("/", 1)[-1]
     data = [{"id": llm_name, "object": "model", "created": created, "owned_by": "kb-qa"}]
     data += [
         {"id": f"{KB_PREFIX}{kb.name}", "object": "model", "created": created, "owned_by": "kb-qa knowledge base"}
@@ -111,7 +111,7 @@ def chat_arguments(body: ChatCompletionRequest, services: Any) -> tuple[str, dic
 
 
 def completion(model: str, answer: dict[str, Any], services: Any) -> dict[str, Any]:
-    count = services.qa.llm.backend.count_tokens if "llm" in answer["models"] else (lambda text: len(text.split()))
+    count = services.qa.count_tokens if "llm" in answer["models"] else (lambda text: len(text.split()))
     completion_tokens = count(answer["answer"]) if answer["answer"] else 0
     prompt_tokens = count(answer["question"])
     return {

@@ -72,6 +72,5 @@ async def sse(events: Iterator[dict[str, Any]], first: Any) -> AsyncIterator[str
 
 def refuse_when_full(services: Services) -> None:
     """Once a stream has started a full queue could only be an error event: refuse it before."""
-    llm = services.qa.loaded_llm
-    if llm is not None and llm.gate.full:
+    if services.qa.busy():
         raise Busy("the model is busy (its queue is full); try again shortly")
