@@ -28,7 +28,7 @@ from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport, KnowledgeBas
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import Busy, DocumentNotFound, DocumentRejected, EmbeddingMismatch, IndexUnreadable
 from kb_qa.registry import Registry, now, validate_name
-from loaders import Chunk, LoadError, TextSplitter, load_file, loader_for
+from loaders import DEFAULT_LIMITS, Chunk, Limits, LoadError, TextSplitter, load_file, loader_for
 from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ class KnowledgeBaseService:
     :param heading_prefix: embed each chunk with its heading path in front.
     :param workers: threads that load and split files while the model embeds.
     :param max_file_bytes: larger files are rejected.
+    :param limits: what a file may unpack to (:mod:`loaders.limits`).
     :param lock_timeout: seconds a writer waits for another before giving up with :class:`Busy`.
     :param index_options: exact or approximate (IVF) dense search.
     """
@@ -115,6 +116,7 @@ class KnowledgeBaseService:
         heading_prefix: bool = True,
         workers: int = 2,
         max_file_bytes: int = 200 * 1024 * 1024,
+        limits: Limits = DEFAULT_LIMITS,
         lock_timeout: float = 600.0,
         index_options: IndexOptions | None = None,
     ) -> None:
@@ -125,6 +127,7 @@ class KnowledgeBaseService:
         self.heading_prefix = heading_prefix
         self.workers = workers
         self.max_file_bytes = max_file_bytes
+        self.limits = limits
         self.lock_timeout = lock_timeout
         self.index_options = index_options or IndexOptions()
         self._readers: dict[str, FaissStore] = {}
@@ -445,7 +448,7 @@ class KnowledgeBaseService:
         progress.advance(1, item.key)
 
     def _prepare(self, item: _Item) -> _Prepared:
-        pieces = load_file(item.path)
+        pieces = load_file(item.path, self.limits)
         chunks = self.splitter.split_documents(pieces)
         if not chunks:
             raise LoadError("empty", item.path.name)

@@ -14,7 +14,7 @@ from kb_qa.provision import resolve_embedding_model
 from kb_qa.registry import Registry
 from kb_qa.retrieval import Reranker, RetrievalOptions, Retriever
 from kb_qa.settings import Settings
-from loaders import TextSplitter
+from loaders import Limits, TextSplitter
 from vector_store import IndexOptions
 
 
@@ -63,6 +63,10 @@ def build_services(
         heading_prefix=settings.splitter.heading_prefix,
         workers=settings.ingest.workers,
         max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
+        limits=Limits(
+            max_unpacked_bytes=int(settings.ingest.max_unpacked_mb * 1024 * 1024),
+            max_compression_ratio=settings.ingest.max_compression_ratio,
+        ),
         index_options=IndexOptions(
             settings.retrieval.index, settings.retrieval.ivf_nprobe, settings.retrieval.ivf_min_chunks
         ),

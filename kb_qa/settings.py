@@ -86,6 +86,8 @@ class QASettings(_Section):
 
 class IngestSettings(_Section):
     max_file_mb: float = Field(200, gt=0)
+    max_unpacked_mb: float = Field(256, gt=0)
+    max_compression_ratio: float = Field(200, gt=1)
     workers: int = Field(2, ge=1, le=64)
 
 

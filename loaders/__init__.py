@@ -12,6 +12,7 @@ from langchain_core.documents import Document
 
 from loaders.base import REASONS, Loader, LoadError, text_hash
 from loaders.legacy import load_doc
+from loaders.limits import DEFAULT_LIMITS, Limits, check_container
 from loaders.markup import load_email, load_epub, load_html, load_json, load_rtf, load_xml
 from loaders.ocr import load_image
 from loaders.office import load_docx, load_odt, load_pptx
@@ -72,19 +73,23 @@ def loader_for(path: Path) -> tuple[Loader, str]:
         ) from None
 
 
-def load_file(path: Path) -> list[Document]:
-    """Load ``path`` into pieces with metadata (see :mod:`loaders.base`).
+def load_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
+    """Load ``path`` into pieces with metadata (see :mod:`loaders.base`), after checking that
+    reading it stays within ``limits`` (:mod:`loaders.limits`).
 
     :raises LoadError: with the reason the file cannot be read.
     """
     loader, _ = loader_for(path)
+    check_container(path, limits)
     return loader(path)
 
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "LOADERS",
     "REASONS",
     "Chunk",
+    "Limits",
     "LoadError",
     "Loader",
     "TextSplitter",

@@ -24,7 +24,8 @@ REASONS = {
     "encrypted": "the file is password-protected; remove the password and add it again",
     "malformed": "the file is damaged or not what its extension says",
     "no_text_layer": "the file has no text layer (scanned or image-only) and OCR is not available",
-    "too_large": "the file is larger than ingest.max_file_mb",
+    "too_large": "the file is larger than ingest.max_file_mb, or unpacks to more than ingest.max_unpacked_mb",
+    "suspicious": "the file is built to exhaust the reader (a zip bomb or similar), not a document",
     "missing_parser": "the parser for this file type is not installed",
 }
 

@@ -51,17 +51,58 @@ def _zero_pattern(data: bytes) -> str | None:
     return None
 
 
+# the first bytes of binary formats that a text extension must not hide
+_MAGIC = {
+    b"\x7fELF": "an ELF executable",
+    b"MZ": "a Windows executable",
+    b"\xcf\xfa\xed\xfe": "a Mach-O executable",
+    b"\xca\xfe\xba\xbe": "a Mach-O or Java binary",
+    b"PK\x03\x04": "a zip archive (or an Office file)",
+    b"\x1f\x8b": "a gzip archive",
+    b"7z\xbc\xaf\x27\x1c": "a 7-Zip archive",
+    b"Rar!": "a RAR archive",
+    b"%PDF-": "a PDF",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"\xd0\xcf\x11\xe0": "an old Office (OLE) file",
+}
+
+
+def _unreadable_share(text: str) -> float:
+    """The share of characters no text file holds: controls (other than tab, newlines, form
+    feed), U+FFFD from undecodable bytes, private-use and unassigned code points."""
+    import unicodedata
+
+    sample = text[:20000]
+    if not sample:
+        return 0.0
+    bad = sum(
+        1
+        for ch in sample
+        if (ch not in "\t\n\r\f" and unicodedata.category(ch) in ("Cc", "Co", "Cn", "Cs")) or ch == "\ufffd"
+    )
+    return bad / len(sample)
+
+
 def decode_bytes(data: bytes) -> tuple[str, str]:
     """Decode ``data``, returning ``(text, encoding)``.
 
-    :raises LoadError: ``malformed`` when no encoding fits (a binary file).
+    :raises LoadError: ``malformed`` when no encoding fits (a binary file: an executable's or an
+        archive's magic bytes, NUL bytes, or text that decodes to mostly unreadable characters).
     """
+    for magic, kind in _MAGIC.items():
+        # "MZ" alone could begin a sentence: an executable also has NUL bytes in its header
+        if data.startswith(magic) and (magic != b"MZ" or b"\0" in data[:64]):
+            raise LoadError("malformed", f"binary data ({kind}), not text")
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             return data.decode(encoding, errors="replace"), encoding
     zero = _zero_pattern(data)
-    if zero:
-        return data.decode(zero, errors="replace"), zero
+    if zero:  # UTF-16/32 without a mark, or a binary file full of zero bytes: the decoded text tells
+        text = data.decode(zero, errors="replace")
+        if _unreadable_share(text) > 0.05:
+            raise LoadError("malformed", "binary data, not text")
+        return text, zero
     if b"\0" in data[:8000]:  # NUL is valid UTF-8 but never appears in text files
         raise LoadError("malformed", "binary data, not text")
     try:
