@@ -17,7 +17,7 @@ from kb_qa.domain import DocumentRecord, KnowledgeBaseInfo
 from kb_qa.errors import InvalidName, KnowledgeBaseExists, KnowledgeBaseNotFound
 
 MAX_NAME_LENGTH = 64
-_NAME = re.compile(r"^[\w\u4e00-\u9fff][\w\u4e00-\u9fff.\-]*$")
+_NAME = re.compile(r"[\w\u4e00-\u9fff][\w\u4e00-\u9fff.\-]*")  # fullmatch: "$" would let a trailing newline in
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS knowledge_bases (
@@ -56,7 +56,7 @@ def validate_name(name: str) -> str:
     """
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"knowledge-base name must be 1 to {MAX_NAME_LENGTH} characters")
-    if "/" in name or "\\" in name or ".." in name or not _NAME.match(name):
+    if "/" in name or "\\" in name or ".." in name or not _NAME.fullmatch(name):
         raise InvalidName(
             f"invalid knowledge-base name {name!r}: use letters, digits, Chinese characters, '_', '-' and '.', "
             "starting with a letter or digit; no path separators and no '..'"

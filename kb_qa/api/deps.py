@@ -67,13 +67,36 @@ def _jobs(request: Request) -> JobRunner:
 Jobs = Annotated[JobRunner, Depends(_jobs)]
 
 
+# bidi embeddings/overrides/isolates and zero-width characters: they make a name display as another
+# ("invoice\u202egnp.md" shows as "invoicedm.png") or two names look the same
+_INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff\u061c\u180e]")
+MAX_NAME_BYTES = 255  # what file systems allow for one name, in UTF-8
+
+
 def sanitize_filename(name: str) -> str:
-    """The last path part of an uploaded name, without control or path characters.
+    """The last path part of an uploaded name, safe to store and to show.
+
+    NFC-normalised; bidi controls, zero-width and control characters removed; path and reserved
+    characters replaced by "_"; at most 255 bytes in UTF-8, cut on a character boundary with the
+    extension kept. Two names that differ only by what is removed are the same document.
 
     :raises ApiError: (400) when nothing usable is left.
     """
     base = unicodedata.normalize("NFC", name.replace("\\", "/").rsplit("/", 1)[-1])
+    base = _INVISIBLE.sub("", base)
     clean = _UNSAFE.sub("_", base).strip().strip(".")
     if not clean or clean.startswith("."):
         raise ApiError(400, "invalid_filename", f"the file name {name!r} cannot be used; give the file a plain name")
-    return clean[:200]
+    return _cut_to_bytes(clean, MAX_NAME_BYTES)
+
+
+def _cut_to_bytes(name: str, limit: int) -> str:
+    if len(name.encode("utf-8")) <= limit:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or len(suffix.encode("utf-8")) > 16:
+        stem, suffix = name, ""
+    ending = f".{suffix}" if suffix else ""
+    room = limit - len(ending.encode("utf-8"))
+    cut = stem.encode("utf-8")[:room].decode("utf-8", errors="ignore").rstrip()
+    return cut + ending

@@ -131,3 +131,24 @@ def test_a_rebuild_runs_as_a_job(hb: TestClient) -> None:
             break
         time.sleep(0.05)
     assert job["status"] == "done" and job["report"]["added"] == 2 and job["phase"] == "indexing hb", job
+
+
+def test_upload_names_are_stored_safely(hb: TestClient) -> None:
+    text = (SAMPLES / "employee-handbook.md").read_bytes()
+    long_name = "员工" * 50 + ".md"  # 303 bytes in UTF-8: over a file system's 255
+    sneaky = "invoice\u202egnp.md"  # shows as "invoicedm.png"
+    spaced = "hand\u200bbook.md"  # a zero-width space: the same document as handbook.md
+    files = [("files", (n, text)) for n in (long_name, sneaky, spaced, "handbook.md")]
+    response = hb.post("/knowledge_bases/hb/documents", files=files)
+    assert response.status_code == 200, response.text
+    stored = [r["file"] for r in response.json()["files"]]
+    assert len(stored[0].encode("utf-8")) <= 255 and stored[0].endswith(".md") and stored[0].startswith("员工")
+    assert stored[1:] == ["invoicegnp.md", "handbook.md"]  # the zero-width one and handbook.md are one document
+    listed = {d["path"] for d in hb.get("/knowledge_bases/hb/documents").json()}
+    assert {stored[0], "invoicegnp.md", "handbook.md"} <= listed
+
+
+def test_knowledge_base_names_must_match_whole(client: TestClient) -> None:
+    for name in ("abc\n", "\nabc", "a/b", ".."):
+        response = client.post("/knowledge_bases", json={"name": name})
+        assert response.status_code == 400 and error(response)["code"] == "invalid_name", name
