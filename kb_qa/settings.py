@@ -136,6 +136,7 @@ class ServerSettings(_Section):
     api_keys: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
     admin_keys: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
     cors_origins: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
+    max_request_mb: float = Field(1024, gt=0)
 
 
 class Settings(_Section):

@@ -26,6 +26,7 @@ from kb_qa.api import errors as api_errors
 from kb_qa.api import legacy, web
 from kb_qa.api.deps import sanitize_filename
 from kb_qa.api.jobs import JobRunner
+from kb_qa.api.limits import BodyLimit, clean_stale_upload_dirs
 from kb_qa.api.routes import AFTER_LEGACY, ROUTERS
 from kb_qa.errors import KbQaError
 from kb_qa.services import Services, build_services
@@ -45,6 +46,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        clean_stale_upload_dirs()
         app.state.services = services or build_services(settings)
         if load_models:
             try:
@@ -66,6 +68,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
     app.state.jobs = jobs
     app.state.readiness = readiness
     api_errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=int(settings.server.max_request_mb * 1024 * 1024))
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -8,13 +8,13 @@ request fails with the status of its files.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from fastapi import UploadFile
 
 from kb_qa.api.deps import sanitize_filename
 from kb_qa.api.errors import ApiError
+from kb_qa.api.limits import upload_dir
 from kb_qa.api.schemas import FileResult, UploadOut
 from kb_qa.services import Services
 from loaders import LoadError, loader_for
@@ -31,7 +31,7 @@ def ingest_uploads(services: Services, kb: str, files: list[UploadFile]) -> Uplo
     results: dict[str, FileResult] = {}
     statuses: list[int] = []
     seconds = 0.0
-    with tempfile.TemporaryDirectory(prefix="kbqa-upload-") as tmp:
+    with upload_dir() as tmp:
         paths = []
         for upload in files:
             name = sanitize_filename(upload.filename or "")

@@ -152,3 +152,77 @@ def test_knowledge_base_names_must_match_whole(client: TestClient) -> None:
     for name in ("abc\n", "\nabc", "a/b", ".."):
         response = client.post("/knowledge_bases", json={"name": name})
         assert response.status_code == 400 and error(response)["code"] == "invalid_name", name
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(tmp_path / "kb")},
+                                                    "server": {"max_request_mb": 1}})  # fmt: skip
+    services = build_services(
+        settings, embeddings=StandInEmbeddings(), llm=lambda: ChatLLM(backend=StandInChatBackend())
+    )
+    with TestClient(create_app(settings, services=services)) as client:
+        assert client.post("/knowledge_bases", json={"name": "hb"}).status_code == 201
+        sent = 0
+
+        def body() -> Iterator[bytes]:  # a valid multipart body, chunked: no Content-Length to go by
+            nonlocal sent
+            yield b'--x\r\nContent-Disposition: form-data; name="files"; filename="big.md"\r\n\r\n'
+            for _ in range(64):
+                sent += 1
+                yield b"x" * 65536
+            yield b"\r\n--x--\r\n"
+
+        declared = client.post("/knowledge_bases/hb/documents", files=[("files", ("big.md", b"x" * (2 << 20)))])
+        assert declared.status_code == 413 and error(declared)["code"] == "too_large"
+        assert "server.max_request_mb" in error(declared)["message"]
+        chunked = client.post("/knowledge_bases/hb/documents", content=body(),
+                              headers={"content-type": "multipart/form-data; boundary=x"})  # fmt: skip
+        assert chunked.status_code == 413 and error(chunked)["code"] == "too_large"
+        openai = client.post("/v1/embeddings", content=body(), headers={"content-type": "application/json"})
+        assert openai.status_code == 413 and openai.json()["error"]["type"] == "invalid_request_error"
+        assert client.get("/knowledge_bases/hb/documents").json() == []
+
+
+def test_upload_folders_of_stopped_processes_are_removed_at_start(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from kb_qa.api.limits import UPLOAD_PREFIX, clean_stale_upload_dirs
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f"{UPLOAD_PREFIX}{gone.stdout.strip()}-abc"
+    live = tmp_path / f"{UPLOAD_PREFIX}{os.getpid()}-def"
+    for folder in (stale, live):
+        folder.mkdir()
+        (folder / "part.pdf").write_bytes(b"%PDF")
+    assert clean_stale_upload_dirs(tmp_path) == 1
+    assert not stale.exists() and live.exists()
+
+
+def test_the_body_limit_stops_reading_a_chunked_body_at_the_limit() -> None:
+    """The middleware alone, under an app that reads the whole body: no chunk past the limit is pulled."""
+    import anyio
+
+    from kb_qa.api.limits import BodyLimit
+
+    pulled, sent = 0, []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": pulled < 100}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read it all"})
+
+    scope = {"type": "http", "path": "/knowledge_bases/hb/documents", "headers": []}
+    anyio.run(BodyLimit(app, max_bytes=10_500), scope, receive, send)
+    assert pulled == 11 and sent[0]["status"] == 413  # 11 chunks of 1,000 bytes: the first past 10,500
+    assert json.loads(sent[1]["body"])["error"]["code"] == "too_large"
