@@ -26,6 +26,11 @@ TOP_K = Range(1, 100)  # passages per question
 SCORE = Range(-1.0, 1.0)  # a cosine similarity
 EXPAND_CHARS = Range(0, 20000)  # characters a passage may grow to with its neighbours
 
+# request limits (the API answers 422 naming the field and the limit)
+MAX_QUESTION_CHARS = 4000  # a question or search query
+MAX_HISTORY_MESSAGES = 100  # earlier turns sent with a question
+MAX_MESSAGE_CHARS = 20000  # one earlier message
+
 
 @dataclass
 class KnowledgeBaseInfo:

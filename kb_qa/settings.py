@@ -137,6 +137,7 @@ class ServerSettings(_Section):
     admin_keys: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
     cors_origins: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
     max_request_mb: float = Field(1024, gt=0)
+    public_docs: bool = False
 
 
 class Settings(_Section):

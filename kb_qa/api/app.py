@@ -24,7 +24,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from kb_qa.api import errors as api_errors
 from kb_qa.api import legacy, web
-from kb_qa.api.deps import sanitize_filename
+from kb_qa.api.deps import Read, sanitize_filename
 from kb_qa.api.jobs import JobRunner
 from kb_qa.api.limits import BodyLimit, clean_stale_upload_dirs
 from kb_qa.api.routes import AFTER_LEGACY, ROUTERS
@@ -58,11 +58,16 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
         yield
         jobs.shutdown()
 
+    keyed = bool(settings.server.api_keys or settings.server.admin_keys) and not settings.server.public_docs
     app = FastAPI(
         title="kb-qa",
         version="0.4",
         summary="Answers questions from your own documents, with sources.",
         lifespan=lifespan,
+        # with keys set, the API's description is behind them too (server.public_docs opens it)
+        openapi_url=None if keyed else "/openapi.json",
+        docs_url=None if keyed else "/docs",
+        redoc_url=None if keyed else "/redoc",
     )
     app.state.settings = settings
     app.state.jobs = jobs
@@ -83,7 +88,27 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
     web.register(app)
     for router in AFTER_LEGACY:
         app.include_router(router)
+    if keyed:
+        _docs_behind_keys(app)
     return app
+
+
+def _docs_behind_keys(app: FastAPI) -> None:
+    """/openapi.json, /docs and /redoc for holders of a key (a browser sends it as a Bearer header)."""
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.responses import HTMLResponse, JSONResponse
+
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[Read])
+    def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[Read])
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="kb-qa")
+
+    @app.get("/redoc", include_in_schema=False, dependencies=[Read])
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="kb-qa")
 
 
 def _load_models(services: Services) -> None:

@@ -29,13 +29,16 @@ from pydantic import BaseModel, Field
 from kb_qa.api.deps import Admin, Read, Svc
 from kb_qa.api.errors import ApiError
 from kb_qa.api.uploads import ingest_uploads
+from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from kb_qa.errors import KnowledgeBaseNotFound
 from kb_qa.services import Services
 
 
 class GlmRequest(BaseModel):
-    prompt: str = Field(min_length=1, description="The question.")
-    history: list[list[str]] = Field(default_factory=list, description="[[question, answer], ...]")
+    prompt: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question.")
+    history: list[list[Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]]] = Field(
+        default_factory=list, max_length=MAX_HISTORY_MESSAGES, description="[[question, answer], ...]"
+    )
     max_length: int | None = Field(None, ge=1, description="Longest answer in tokens (the original's total length).")
     top_p: float | None = Field(None, gt=0, le=1, description="Accepted for compatibility.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy.")
@@ -43,8 +46,10 @@ class GlmRequest(BaseModel):
 
 class LocalDocChat(BaseModel):
     knowledge_base_id: str = Field(description="Knowledge base name.")
-    question: str = Field(min_length=1, description="The question.")
-    history: list[list[str]] = Field(default_factory=list, description="[[question, answer], ...]")
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question.")
+    history: list[list[Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]]] = Field(
+        default_factory=list, max_length=MAX_HISTORY_MESSAGES, description="[[question, answer], ...]"
+    )
     streaming: bool = Field(False, description="Accepted for compatibility; the answer comes whole.")
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kb_qa.api import errors as api_errors
 from kb_qa.api.errors import ApiError
-from kb_qa.domain import SCORE, TOP_K
+from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS, SCORE, TOP_K
 from kb_qa.errors import KbQaError
 
 KB_PREFIX = "kb:"
@@ -45,7 +45,11 @@ class ChatMessage(BaseModel):
 class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (n, seed, ...)
     model: str = Field(description="The chat model's name, or kb:<knowledge base> to answer from one.")
-    messages: list[ChatMessage] = Field(min_length=1, description="The conversation; the last user message is asked.")
+    messages: list[ChatMessage] = Field(
+        min_length=1,
+        max_length=MAX_HISTORY_MESSAGES + 1,
+        description="The conversation; the last user message is asked.",
+    )
     stream: bool = Field(False, description="Stream chat.completion.chunk events.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
     max_tokens: int | None = Field(None, ge=1, description="Longest answer in tokens.")
@@ -98,7 +102,13 @@ def chat_arguments(body: ChatCompletionRequest, services: Any) -> tuple[str, dic
     if not turns or turns[-1].role != "user":
         raise ApiError(400, "invalid_request", "the last message must come from the user")
     history = [{"role": m.role, "content": _text(m.content)} for m in turns[:-1]]
-    return _text(turns[-1].content), {
+    question = _text(turns[-1].content)
+    if len(question) > MAX_QUESTION_CHARS or any(len(m["content"]) > MAX_MESSAGE_CHARS for m in history):
+        raise ApiError(
+            400, "invalid_value", f"the question may have at most {MAX_QUESTION_CHARS} characters and each earlier "
+            f"message at most {MAX_MESSAGE_CHARS}", param="messages",
+        )  # fmt: skip
+    return question, {
         "mode": "kb" if kbs else "chat",
         "knowledge_bases": kbs,
         "history": history,

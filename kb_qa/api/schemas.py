@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from kb_qa.domain import EXPAND_CHARS, SCORE, TOP_K
+from kb_qa.domain import EXPAND_CHARS, MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS, SCORE, TOP_K
 
 
 class _Body(BaseModel):
@@ -56,7 +56,7 @@ class UploadOut(BaseModel):
 
 
 class SearchRequest(_Body):
-    query: str = Field(min_length=1, description="The question or keywords.")
+    query: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or keywords.")
     top_k: int | None = Field(None, **TOP_K.bounds, description="Passages to return (default retrieval.top_k).")
     score_threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="Minimum cosine similarity of question and passage (default from settings)."
@@ -87,13 +87,16 @@ class SearchOut(BaseModel):
     passages: list[Passage] = Field(description="Best first; neighbouring chunks merged, duplicates dropped.")
 
 
+PairText = Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+
+
 class Message(BaseModel):
     role: Literal["system", "user", "assistant"] = Field(description="Who said it.")
-    content: str = Field(description="What was said.")
+    content: str = Field(max_length=MAX_MESSAGE_CHARS, description="What was said.")
 
 
 class ChatRequest(_Body):
-    question: str = Field(min_length=1, description="The question.")
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question.")
     knowledge_bases: list[str] = Field(
         default_factory=list, description="Answer from these knowledge bases; none = plain chat with the model."
     )
@@ -101,7 +104,8 @@ class ChatRequest(_Body):
     mode: Literal["kb", "search", "chat"] | None = Field(
         None, description="kb (grounded), search (passages only, no model) or chat; default kb with knowledge bases."
     )
-    history: list[Message] | list[list[str | None]] = Field(
+    history: list[Message] | list[list[PairText | None]] = Field(
+        max_length=MAX_HISTORY_MESSAGES,
         default_factory=list,
         description="Earlier turns: [{role, content}] or langchain-ChatGLM's [[question, answer]].",
     )

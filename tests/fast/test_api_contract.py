@@ -226,3 +226,36 @@ def test_the_body_limit_stops_reading_a_chunked_body_at_the_limit() -> None:
     anyio.run(BodyLimit(app, max_bytes=10_500), scope, receive, send)
     assert pulled == 11 and sent[0]["status"] == 413  # 11 chunks of 1,000 bytes: the first past 10,500
     assert json.loads(sent[1]["body"])["error"]["code"] == "too_large"
+
+
+def test_requests_over_the_size_limits_name_the_limit(hb: TestClient) -> None:
+    from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
+
+    long_question = hb.post("/chat", json={"question": "年" * (MAX_QUESTION_CHARS + 1), "knowledge_bases": ["hb"]})
+    assert long_question.status_code == 422 and "question" in error(long_question)["message"]
+    assert str(MAX_QUESTION_CHARS) in error(long_question)["message"]
+    many = [["q", "a"]] * (MAX_HISTORY_MESSAGES + 1)
+    assert hb.post("/chat", json={"question": EN, "history": many}).status_code == 422
+    huge = [{"role": "user", "content": "x" * (MAX_MESSAGE_CHARS + 1)}]
+    assert hb.post("/chat", json={"question": EN, "history": huge}).status_code == 422
+    search = hb.post("/knowledge_bases/hb/search", json={"query": "x" * (MAX_QUESTION_CHARS + 1)})
+    assert search.status_code == 422
+    v1 = hb.post("/v1/chat/completions", json={"model": "kb:hb", "messages": [
+        {"role": "user", "content": "x" * (MAX_QUESTION_CHARS + 1)}]})  # fmt: skip
+    assert v1.status_code == 400 and v1.json()["error"]["param"] == "messages"
+
+
+def test_with_keys_set_the_api_docs_need_a_key(tmp_path: Path) -> None:
+    for public in (False, True):
+        settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(tmp_path / "kb")},
+                                 "server": {"api_keys": ["reader"], "public_docs": public}})  # fmt: skip
+        llm = ChatLLM(backend=StandInChatBackend())
+        services = build_services(settings, embeddings=StandInEmbeddings(), llm=lambda llm=llm: llm)  # type: ignore[misc]
+        with TestClient(create_app(settings, services=services)) as client:
+            for path in ("/openapi.json", "/docs", "/redoc"):
+                assert client.get(path).status_code == (200 if public else 401), (path, public)
+                assert client.get(path, headers={"Authorization": "Bearer reader"}).status_code == 200
+            if not public:
+                assert (
+                    "/chat" in client.get("/openapi.json", headers={"Authorization": "Bearer reader"}).json()["paths"]
+                )
