@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED, git_revision, machine
-from kb_qa.evaluation import _spread, build_article_kb, load_set
+from kb_qa.evaluation import build_article_kb, load_set, spread
 from kb_qa.llm.factory import build_llm
 from kb_qa.services import build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
@@ -85,9 +85,9 @@ def main() -> None:
     for name in ("squad-dev", "cmrc2018-trial"):
         data = load_set(SHARED / "eval" / name)
         build_article_kb(services.knowledge_bases, data, name)
-        groups = {f"{name} answerable": _spread([q for q in data.queries if q.answers], args.limit)}
+        groups = {f"{name} answerable": spread([q for q in data.queries if q.answers], args.limit)}
         if data.unanswerable:
-            groups[f"{name} unanswerable"] = _spread(data.unanswerable, args.unanswerable)
+            groups[f"{name} unanswerable"] = spread(data.unanswerable, args.unanswerable)
         for label, queries in groups.items():
             values = []
             started = time.perf_counter()

@@ -22,7 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import SHARED, git_revision
-from kb_qa.evaluation import _spread, build_article_kb, contains_answer, load_set
+from kb_qa.evaluation import build_article_kb, contains_answer, load_set, spread
 from kb_qa.evidence import EvidenceFinder, top_highlight
 from kb_qa.services import build_services
 from kb_qa.settings import PROJECT_DIR, load_settings
@@ -44,7 +44,7 @@ def main() -> None:
         build_article_kb(services.knowledge_bases, data, kb)
         hits = dict.fromkeys(WEIGHTS, 0)
         found = 0
-        for query in _spread([q for q in data.queries if q.answers], args.limit):
+        for query in spread([q for q in data.queries if q.answers], args.limit):
             passages = [h.text for h in services.retriever.retrieve(query.text, [kb], top_k=4)]
             if not any(contains_answer(p, query.answers) for p in passages):
                 continue

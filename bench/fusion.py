@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/fusion.py [--sets squad-dev cmrc2018-trial]
 
-Runs the evaluation harness (kb_qa/evaluation.py, passage level, the default embedding model) with
+Runs the evaluation harness (kb_qa/evaluation/, passage level, the default embedding model) with
 dense alone, BM25 alone, reciprocal-rank fusion (k = 60 and 10) and weighted min-max fusion over a
 range of dense weights and candidate-list lengths, all on the same embedded corpus and questions.
 Writes docs/benchmarks/fusion.json; the chosen defaults are in configs/settings.yaml (retrieval).

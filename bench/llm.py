@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import HANDBOOK_QUESTIONS, git_revision, handbook_services, machine, save_result
+from kb_qa.events import Delta, Final, Sources
 from kb_qa.settings import PROJECT_DIR
 
 PROMPT = "Explain in a few paragraphs why regular backups matter for a small company."
@@ -288,12 +289,12 @@ def _timed_answer(qa: Any, backend: Any, question: str, load: str) -> dict[str, 
         for event in qa.stream(question, knowledge_bases=["handbook"],
                                generation={"temperature": 0.0, "max_new_tokens": 8}):  # fmt: skip
             now = time.perf_counter()
-            if event["event"] == "sources" and sources_at is None:
+            if isinstance(event, Sources) and sources_at is None:
                 sources_at = now
-            elif event["event"] == "delta" and first_at is None:
+            elif isinstance(event, Delta) and first_at is None:
                 first_at = now
-            elif event["event"] == "final":
-                final = event["answer"]
+            elif isinstance(event, Final):
+                final = event.answer
     messages_tokens = len(llama._input_ids[: llama.n_tokens])
     reused = 0
     for a, b in zip(prefix_before, llama._input_ids, strict=False):

@@ -33,6 +33,7 @@ from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda
 
 from kb_qa.domain import SearchHit
 from kb_qa.errors import BadRequest, ConfigError
+from kb_qa.events import ChainEvent, Delta, Final, Sources
 from kb_qa.evidence import CitationChecker, EvidenceFinder
 from kb_qa.llm.base import Message, normalize_history
 from kb_qa.llm.budget import fit_context
@@ -317,9 +318,9 @@ class QAChain:
         retrieval: dict[str, Any] | None = None,
         generation: dict[str, Any] | None = None,
         passages: Sequence[SearchHit] | None = None,
-    ) -> Iterator[dict[str, Any]]:
-        """Events: ``{"event": "sources", ...}`` once (before any text), ``{"event": "delta", "text"}``
-        for each piece of the answer, then ``{"event": "final", "answer": Answer.to_dict()}``.
+    ) -> Iterator[ChainEvent]:
+        """Events (:mod:`kb_qa.events`): :class:`Sources` once (before any text), :class:`Delta` for
+        each piece of the answer, then :class:`Final` with ``Answer.to_dict()``.
 
         ``passages`` replaces retrieval with these passages (best first), e.g. the gold passage
         when measuring the model's own ceiling. The sources' evidence highlights follow the
@@ -343,16 +344,12 @@ class QAChain:
                 sent_sources = True
                 sources = [Source.from_hit(i, h) for i, h in enumerate(chunk["passages"], 1)]
                 self._highlight(sources, state.get("question", question), "", state)
-                yield {
-                    "event": "sources",
-                    "query": state.get("query", question),
-                    "sources": [asdict(s) for s in sources],
-                }
+                yield Sources(query=state.get("query", question), sources=[asdict(s) for s in sources])
             if chunk.get("answer"):
                 parts.append(chunk["answer"])
-                yield {"event": "delta", "text": chunk["answer"]}
+                yield Delta(chunk["answer"])
         answer = self._finish(state, "".join(parts), started)
-        yield {"event": "final", "answer": answer.to_dict()}
+        yield Final(answer.to_dict())
 
     def _highlight(self, sources: list[Source], question: str, answer: str, state: dict[str, Any]) -> None:
         if self.evidence is None or not self.highlights or not sources:
@@ -372,12 +369,12 @@ class QAChain:
         return Answer(**final, sources=sources)
 
     @staticmethod
-    def final_record(events: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    def final_record(events: Iterable[ChainEvent]) -> dict[str, Any]:
         """Consume :meth:`stream`'s events and return the final record (as a dict)."""
         final: dict[str, Any] = {}
         for event in events:
-            if event["event"] == "final":
-                final = event["answer"]
+            if isinstance(event, Final):
+                final = event.answer
         return final
 
     def _finish(self, state: dict[str, Any], text: str, started: float) -> Answer:

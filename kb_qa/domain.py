@@ -103,6 +103,7 @@ class FileOutcome:
     action: str  # added | updated | unchanged | removed | failed
     chunks: int = 0
     error: str | None = None
+    reason: str | None = None  # for a failure: the loaders.REASONS code (unsupported, too_large, ...)
 
 
 @dataclass

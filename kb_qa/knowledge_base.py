@@ -11,70 +11,23 @@ Layout under the root: ``<root>/registry.sqlite3`` and, per knowledge base, ``<r
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport, KnowledgeBaseInfo
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import Busy, DocumentNotFound, DocumentRejected, EmbeddingMismatch, IndexUnreadable
-from kb_qa.registry import Registry, now, validate_name
-from loaders import DEFAULT_LIMITS, Chunk, Limits, LoadError, TextSplitter, load_file, loader_for
+from kb_qa.ingest import Pipeline, Progress
+from kb_qa.registry import Registry, validate_name
+from loaders import DEFAULT_LIMITS, Limits, TextSplitter
 from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
 
 log = logging.getLogger(__name__)
-
-EMBED_GROUP = 256  # chunks gathered from finished files before one encode call
-
-
-class Progress(Protocol):
-    """Where long work reports progress (the CLI draws a bar; the API will expose a job)."""
-
-    def start(self, total: int, description: str) -> None: ...
-
-    def advance(self, step: int = 1, info: str = "") -> None: ...
-
-
-class _NoProgress:
-    def start(self, total: int, description: str) -> None:
-        pass
-
-    def advance(self, step: int = 1, info: str = "") -> None:
-        pass
-
-
-@dataclass
-class _Item:
-    key: str
-    path: Path
-    sha256: str
-    size: int
-    mtime: float
-    action: str  # added | updated
-
-
-@dataclass
-class _Prepared:
-    item: _Item
-    loader: str
-    chunks: list[Chunk]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _hidden(relative: Path) -> bool:
@@ -124,10 +77,14 @@ class KnowledgeBaseService:
         self.registry = registry
         self.embeddings = embeddings
         self.splitter = splitter
-        self.heading_prefix = heading_prefix
-        self.workers = workers
-        self.max_file_bytes = max_file_bytes
-        self.limits = limits
+        self.pipeline = Pipeline(
+            embeddings,
+            splitter,
+            heading_prefix=heading_prefix,
+            workers=workers,
+            max_file_bytes=max_file_bytes,
+            limits=limits,
+        )
         self.lock_timeout = lock_timeout
         self.index_options = index_options or IndexOptions()
         self._readers: dict[str, FaissStore] = {}
@@ -135,6 +92,11 @@ class KnowledgeBaseService:
     # ------------------------------------------------------------------ paths
     def kb_dir(self, name: str) -> Path:
         return self.root / validate_name(name)
+
+    def scratch_dir(self) -> Path:
+        """Where uploads wait before they are moved in (same file system as the knowledge bases;
+        a hidden name, which no knowledge base can have)."""
+        return self.root / ".tmp"
 
     def content_dir(self, name: str) -> Path:
         return self.kb_dir(name) / "content"
@@ -194,11 +156,15 @@ class KnowledgeBaseService:
             )
 
     # ---------------------------------------------------------------- writing
-    def add_files(self, name: str, paths: Iterable[Path], progress: Progress | None = None) -> IngestReport:
+    def add_files(
+        self, name: str, paths: Iterable[Path], progress: Progress | None = None, *, move: bool = False
+    ) -> IngestReport:
         """Copy files (or folders of files) into the knowledge base and index them.
 
         A file whose content is already indexed adds nothing; a new version of a file replaces
-        its old chunks. Files that cannot be read are reported and recorded with their reason.
+        its old chunks. Files that cannot be read are reported (with a reason code) and recorded
+        with their reason. ``move`` moves the files in instead of copying them (uploads: their
+        bytes are written once).
         """
         info = self.registry.get_kb(name)
         report = IngestReport(name)
@@ -217,23 +183,13 @@ class KnowledgeBaseService:
                     report.outcomes.append(FileOutcome(str(source), "failed", error="no such file or folder"))
             accepted: dict[str, Path] = {}
             for key, path in items.items():
-                rejection = self._precheck(path)
+                rejection = self.pipeline.precheck(path)  # refused files are not copied in
                 if rejection:
-                    report.outcomes.append(FileOutcome(key, "failed", error=rejection))
+                    report.outcomes.append(FileOutcome(key, "failed", error=str(rejection), reason=rejection.reason))
                     continue
-                accepted[key] = _copy_into(path, content / key)
-            self._sync(info, accepted, remove_missing=False, report=report, progress=progress)
+                accepted[key] = _move_into(path, content / key) if move else _copy_into(path, content / key)
+            self._sync(info, accepted, remove_missing=False, report=report, progress=progress, prechecked=True)
         return report
-
-    def _precheck(self, path: Path) -> str | None:
-        try:
-            loader_for(path)
-        except LoadError as exc:
-            return str(exc)
-        size = path.stat().st_size
-        if size > self.max_file_bytes:
-            return str(LoadError("too_large", f"{size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.0f} MB"))
-        return None
 
     def reindex(self, name: str, key: str, progress: Progress | None = None) -> IngestReport:
         """Read, split and embed one document again (after a loader or splitter change, say).
@@ -331,153 +287,15 @@ class KnowledgeBaseService:
         report: IngestReport,
         progress: Progress | None,
         store: FaissStore | None = None,
+        prechecked: bool = False,
     ) -> None:
-        started = time.perf_counter()
-        progress = progress or _NoProgress()
-        name = info.name
+        """Run the pipeline, then commit its registry rows (after the store was saved)."""
         store = store or self._open_store(info)
-        existing = {r.path: r for r in self.registry.documents(name)}
-        stored = store.documents()
-        upserts: list[DocumentRecord] = []
-        deletes: list[tuple[str, str]] = []
-        todo: list[_Item] = []
-        for key, path in items.items():
-            rejection = self._precheck(path)
-            stat = path.stat()
-            if rejection:
-                report.outcomes.append(FileOutcome(key, "failed", error=rejection))
-                upserts.append(self._failed_record(name, key, path, "", stat.st_size, stat.st_mtime, rejection, stored))
-                continue
-            sha = file_sha256(path)
-            record = existing.get(key)
-            if (
-                record is not None
-                and record.sha256 == sha
-                and record.status == "indexed"
-                and stored.get(key, 0) == record.chunk_count
-            ):
-                report.outcomes.append(FileOutcome(key, "unchanged", record.chunk_count))
-                continue
-            action = "updated" if key in stored or record is not None else "added"
-            todo.append(_Item(key, path, sha, stat.st_size, stat.st_mtime, action))
-        if remove_missing:
-            for key in sorted(set(existing) | set(stored)):
-                if key not in items:
-                    store.delete(key)
-                    deletes.append((name, key))
-                    report.outcomes.append(FileOutcome(key, "removed"))
-
-        if todo:
-            progress.start(len(todo), f"indexing {name}")
-        for prepared in self._prepare_all(todo, report, upserts, stored, progress):
-            report.embedded_chunks += self._embed_and_add(store, prepared)
-            for entry in prepared:
-                item = entry.item
-                upserts.append(
-                    DocumentRecord(
-                        name, item.key, str(item.path), item.sha256, item.size, item.mtime, entry.loader,
-                        len(entry.chunks), "indexed", None, now(),
-                    )
-                )  # fmt: skip
-                report.outcomes.append(FileOutcome(item.key, item.action, len(entry.chunks)))
-                progress.advance(1, item.key)
-        if store.dirty:
-            store.save()
-        self.registry.apply(upserts, deletes)
-        self._readers[name] = store
-        report.seconds = time.perf_counter() - started
-
-    def _failed_record(
-        self, kb: str, key: str, path: Path, sha: str, size: int, mtime: float, error: str, stored: dict[str, int]
-    ) -> DocumentRecord:
-        kept = stored.get(key, 0)
-        if kept:
-            error += f" (the previous version's {kept} chunks are kept)"
-        try:
-            loader = loader_for(path)[1]
-        except LoadError:
-            loader = "none"
-        return DocumentRecord(kb, key, str(path), sha, size, mtime, loader, kept, "failed", error, now())
-
-    def _prepare_all(
-        self,
-        todo: list[_Item],
-        report: IngestReport,
-        upserts: list[DocumentRecord],
-        stored: dict[str, int],
-        progress: Progress,
-    ) -> Iterator[list[_Prepared]]:
-        """Load and split files on worker threads; yield groups of finished files to embed."""
-        group: list[_Prepared] = []
-        size = 0
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="kbqa-load") as pool:
-            futures: dict[Future[_Prepared], _Item] = {pool.submit(self._prepare, item): item for item in todo}
-            for future in as_completed(futures):
-                item = futures[future]
-                try:
-                    prepared = future.result()
-                except LoadError as exc:
-                    self._record_failure(item, str(exc), report, upserts, stored, progress)
-                    continue
-                except Exception as exc:
-                    log.debug("unexpected error reading %s", item.path, exc_info=True)
-                    self._record_failure(
-                        item, f"malformed: {type(exc).__name__}: {exc}", report, upserts, stored, progress
-                    )
-                    continue
-                group.append(prepared)
-                size += len(prepared.chunks)
-                if size >= EMBED_GROUP:
-                    yield group
-                    group, size = [], 0
-        if group:
-            yield group
-
-    def _record_failure(
-        self,
-        item: _Item,
-        error: str,
-        report: IngestReport,
-        upserts: list[DocumentRecord],
-        stored: dict[str, int],
-        progress: Progress,
-    ) -> None:
-        record = self._failed_record(report.kb, item.key, item.path, item.sha256, item.size, item.mtime, error, stored)
-        upserts.append(record)
-        report.outcomes.append(FileOutcome(item.key, "failed", error=record.error))
-        progress.advance(1, item.key)
-
-    def _prepare(self, item: _Item) -> _Prepared:
-        pieces = load_file(item.path, self.limits)
-        chunks = self.splitter.split_documents(pieces)
-        if not chunks:
-            raise LoadError("empty", item.path.name)
-        return _Prepared(item, loader_for(item.path)[1], chunks)
-
-    def _embed_and_add(self, store: FaissStore, group: list[_Prepared]) -> int:
-        texts = [c.embedding_text(self.heading_prefix) for entry in group for c in entry.chunks]
-        # repeated boilerplate (headers, footers, table-of-contents lines) is embedded once
-        unique = list(dict.fromkeys(texts))
-        position = {text: i for i, text in enumerate(unique)}
-        vectors = self.embeddings.encode_passages(unique)[[position[t] for t in texts]]
-        if vectors.shape[1] != store.dim:
-            raise EmbeddingMismatch(
-                f"the embedding model gives {vectors.shape[1]}-d vectors but the index holds {store.dim}-d ones; "
-                "run `kb-qa kb rebuild NAME --recreate` to re-embed with this model"
-            )
-        offset = 0
-        for entry in group:
-            count = len(entry.chunks)
-            metadatas = [_chunk_metadata(entry.item.key, c) for c in entry.chunks]
-            store.add(
-                entry.item.key,
-                [c.text for c in entry.chunks],
-                metadatas,
-                vectors[offset : offset + count],
-                keyword_texts=texts[offset : offset + count],
-            )
-            offset += count
-        return len(texts)
+        existing = {r.path: r for r in self.registry.documents(info.name)}
+        run = self.pipeline.run(store, items, existing, remove_missing=remove_missing, report=report,
+                                progress=progress, prechecked=prechecked)  # fmt: skip
+        self.registry.apply(run.upserts, run.deletes)
+        self._readers[info.name] = store
 
     # ---------------------------------------------------------------- reading
     def _open_store(self, info: KnowledgeBaseInfo) -> FaissStore:
@@ -500,17 +318,22 @@ class KnowledgeBaseService:
         return cached
 
 
-def _chunk_metadata(key: str, chunk: Chunk) -> dict[str, object]:
-    meta = {k: v for k, v in chunk.metadata.items() if k != "source"}
-    meta.update({"document": key, "ordinal": chunk.ordinal, "start": chunk.start, "end": chunk.end})
-    return meta
-
-
 def _current_generation(directory: Path) -> int:
     try:
         return int((directory / "CURRENT").read_text(encoding="ascii").strip() or 0)
     except (FileNotFoundError, ValueError):
         return 0
+
+
+def _move_into(source: Path, target: Path) -> Path:
+    """Move ``source`` to ``target``: a rename on one file system, else a copy and a delete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(source, target)
+    except OSError:
+        _copy_into(source, target)
+        source.unlink(missing_ok=True)
+    return target
 
 
 def _copy_into(source: Path, target: Path) -> Path:

@@ -73,13 +73,14 @@ def loader_for(path: Path) -> tuple[Loader, str]:
         ) from None
 
 
-def load_file(path: Path, limits: Limits = DEFAULT_LIMITS) -> list[Document]:
+def load_file(path: Path, limits: Limits = DEFAULT_LIMITS, *, loader: Loader | None = None) -> list[Document]:
     """Load ``path`` into pieces with metadata (see :mod:`loaders.base`), after checking that
-    reading it stays within ``limits`` (:mod:`loaders.limits`).
+    reading it stays within ``limits`` (:mod:`loaders.limits`). ``loader``: the one
+    :func:`loader_for` gave (else it is looked up here).
 
     :raises LoadError: with the reason the file cannot be read.
     """
-    loader, _ = loader_for(path)
+    loader = loader or loader_for(path)[0]
     check_container(path, limits)
     return loader(path)
 

@@ -46,8 +46,9 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        clean_stale_upload_dirs()
         app.state.services = services or build_services(settings)
+        clean_stale_upload_dirs(app.state.services.knowledge_bases.scratch_dir())
+        clean_stale_upload_dirs()  # those of versions that used the system's temp dir
         if load_models:
             try:
                 await anyio.to_thread.run_sync(_load_models, app.state.services)

@@ -5,9 +5,9 @@ Starlette writes a multipart body to temporary files while parsing it, before an
 refuses a body over ``server.max_request_mb`` before reading it when it declares a Content-Length,
 and stops reading at the limit when it does not (chunked), answering 413 either way.
 
-Uploads are copied into ``kbqa-upload-<pid>-*`` folders in the temp directory, removed when the
-request ends however it ends; :func:`clean_stale_upload_dirs` removes those of processes that no
-longer run (a killed server) at start-up.
+Uploads are written into ``kbqa-upload-<pid>-*`` folders in the knowledge-base root's scratch folder
+(``<root>/.tmp``), removed when the request ends however it ends; :func:`clean_stale_upload_dirs`
+removes those of processes that no longer run (a killed server) at start-up.
 """
 
 from __future__ import annotations
@@ -92,9 +92,12 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": data})
 
 
-def upload_dir() -> tempfile.TemporaryDirectory[str]:
-    """A scratch folder for one request's uploads, named after this process."""
-    return tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-")
+def upload_dir(parent: Path | None = None) -> tempfile.TemporaryDirectory[str]:
+    """A scratch folder for one request's uploads, named after this process, in ``parent`` (the
+    knowledge-base root's scratch folder, so that moving a file in is a rename) or the temp dir."""
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix=f"{UPLOAD_PREFIX}{os.getpid()}-", dir=parent)
 
 
 def clean_stale_upload_dirs(temp_dir: Path | None = None) -> int:

@@ -32,6 +32,7 @@ from kb_qa.api import errors as api_errors
 from kb_qa.api.errors import ApiError
 from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS, SCORE, TOP_K
 from kb_qa.errors import KbQaError
+from kb_qa.events import ChainEvent, Delta, Final, Sources
 
 KB_PREFIX = "kb:"
 
@@ -153,17 +154,17 @@ def _chunk(ident: str, model: str, delta: dict[str, Any], finish: str | None = N
     return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
-async def stream_chunks(model: str, events: Iterator[dict[str, Any]], first: Any, advance: Any) -> AsyncIterator[str]:
+async def stream_chunks(model: str, events: Iterator[ChainEvent], first: Any, advance: Any) -> AsyncIterator[str]:
     """OpenAI streaming: role (with the sources), content deltas, a stop chunk, ``[DONE]``."""
     ident = f"chatcmpl-{uuid.uuid4().hex}"
     event = first
     try:
         while event is not None:
-            if event["event"] == "sources":
-                yield _chunk(ident, model, {"role": "assistant", "content": ""}, sources=event["sources"])
-            elif event["event"] == "delta":
-                yield _chunk(ident, model, {"content": event["text"]})
-            elif event["event"] == "final":
+            if isinstance(event, Sources):
+                yield _chunk(ident, model, {"role": "assistant", "content": ""}, sources=event.sources)
+            elif isinstance(event, Delta):
+                yield _chunk(ident, model, {"content": event.text})
+            elif isinstance(event, Final):
                 yield _chunk(ident, model, {}, "stop")
             event = await anyio.to_thread.run_sync(advance, events)
     except KbQaError as exc:

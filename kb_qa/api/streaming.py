@@ -16,24 +16,24 @@ from typing import Any
 
 import anyio
 
-from kb_qa.api import errors as api_errors
 from kb_qa.chain import QAChain
 from kb_qa.errors import Busy, KbQaError
+from kb_qa.events import ChainEvent, Delta, Error, Final, Sources
 from kb_qa.services import Services
 
 log = logging.getLogger(__name__)
 
 
-def next_event(events: Iterator[dict[str, Any]]) -> Any:
+def next_event(events: Iterator[ChainEvent]) -> ChainEvent | None:
     return next(events, None)
 
 
-async def first_event(events: Iterator[dict[str, Any]]) -> Any:
+async def first_event(events: Iterator[ChainEvent]) -> ChainEvent | None:
     """The first event, computed on a worker thread (retrieval errors surface here)."""
     return await anyio.to_thread.run_sync(next_event, events)
 
 
-def drain(events: Iterator[dict[str, Any]], first: Any) -> dict[str, Any]:
+def drain(events: Iterator[ChainEvent], first: ChainEvent | None) -> dict[str, Any]:
     """The final answer record, consuming the rest of the events."""
     return QAChain.final_record(itertools.chain([first] if first is not None else [], events))
 
@@ -42,7 +42,21 @@ def sse_line(event: str, data: object) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-async def sse(events: Iterator[dict[str, Any]], first: Any) -> AsyncIterator[str]:
+def sse_frame(event: ChainEvent | Error) -> str:
+    """One event as an SSE frame: ``sources``, ``delta`` (``{"text"}``), ``done`` (the answer), ``error``."""
+    match event:
+        case Sources(query=query, sources=sources):
+            return sse_line("sources", {"query": query, "sources": sources})
+        case Delta(text=text):
+            return sse_line("delta", {"text": text})
+        case Final(answer=answer):
+            return sse_line("done", answer)
+        case Error(code=code, message=message):
+            return sse_line("error", {"code": code, "message": message})
+    raise TypeError(f"not a chain event: {event!r}")
+
+
+async def sse(events: Iterator[ChainEvent], first: ChainEvent | None) -> AsyncIterator[str]:
     """SSE frames: ``sources``, ``delta`` (``{"text"}``), then ``done`` (the answer) or ``error``.
 
     A cancelled request waits for the step in progress (one token) before closing the generator,
@@ -51,19 +65,13 @@ async def sse(events: Iterator[dict[str, Any]], first: Any) -> AsyncIterator[str
     event = first
     try:
         while event is not None:
-            kind = event["event"]
-            if kind == "sources":
-                yield sse_line("sources", {"query": event["query"], "sources": event["sources"]})
-            elif kind == "delta":
-                yield sse_line("delta", {"text": event["text"]})
-            elif kind == "final":
-                yield sse_line("done", event["answer"])
+            yield sse_frame(event)
             event = await anyio.to_thread.run_sync(next_event, events)
     except KbQaError as exc:
-        yield sse_line("error", api_errors.error_body(exc.code, str(exc))["error"])
+        yield sse_frame(Error(exc.code, str(exc)))
     except Exception:
         log.exception("generation failed part-way")
-        yield sse_line("error", {"code": "internal", "message": "generation failed; the server log has the details"})
+        yield sse_frame(Error("internal", "generation failed; the server log has the details"))
     finally:
         close = getattr(events, "close", None)
         if close is not None:  # a client that went away stops its generation

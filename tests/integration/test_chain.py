@@ -16,6 +16,7 @@ import pytest
 from kb_qa.chain import cited_numbers
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import BadRequest, ConfigError
+from kb_qa.events import Delta, Final, Sources
 from kb_qa.llm import ChatLLM
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.prompts import PromptSet, question_language
@@ -69,12 +70,13 @@ def qa(kb_root: Path, embeddings: SentenceTransformerEmbeddings, backend: Transf
 
 def test_grounded_answer_streams_sources_then_text_then_the_record(qa: Services, spy: Spy) -> None:
     events = list(qa.qa.stream(EN, knowledge_bases=["hb"]))
-    kinds = [e["event"] for e in events]
-    assert kinds[0] == "sources" and kinds[-1] == "final" and set(kinds[1:-1]) == {"delta"}
-    final = events[-1]["answer"]
-    assert final["answer"] == "".join(e["text"] for e in events[1:-1]) and final["answer"].strip()
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "Sources" and kinds[-1] == "Final" and set(kinds[1:-1]) == {"Delta"}
+    assert isinstance(events[0], Sources) and isinstance(events[-1], Final)
+    final = events[-1].answer
+    assert final["answer"] == "".join(e.text for e in events[1:-1] if isinstance(e, Delta)) and final["answer"].strip()
     without_evidence = [{k: v for k, v in s.items() if k not in ("highlights", "cited")} for s in final["sources"]]
-    assert [{k: v for k, v in s.items() if k not in ("highlights", "cited")} for s in events[0]["sources"]] == (
+    assert [{k: v for k, v in s.items() if k not in ("highlights", "cited")} for s in events[0].sources] == (
         without_evidence
     )
     first = final["sources"][0]
@@ -207,7 +209,8 @@ def test_prompt_files_are_checked(tmp_path: Path) -> None:
 def test_sources_carry_evidence_highlights_for_the_question_then_the_answer(qa: Services) -> None:
     """Before the answer the highlights follow the question; in the record they follow the answer."""
     events = list(qa.qa.stream(EN, knowledge_bases=["hb"], generation={"max_new_tokens": 4}))
-    early, final = events[0]["sources"], events[-1]["answer"]["sources"]
+    assert isinstance(events[0], Sources) and isinstance(events[-1], Final)
+    early, final = events[0].sources, events[-1].answer["sources"]
     for sources in (early, final):
         assert all(s["highlights"] for s in sources)
         for source in sources:
@@ -219,7 +222,8 @@ def test_sources_carry_evidence_highlights_for_the_question_then_the_answer(qa: 
     assert early[0]["text"][top["start"] : top["end"]] == (
         "Passwords have at least 12 characters and are changed every 90 days."
     )
-    timings = events[-1]["answer"]["timings"]
+    assert isinstance(events[-1], Final)
+    timings = events[-1].answer["timings"]
     assert timings["highlights_ms"] > 0 and timings["answer_highlights_ms"] > 0
 
 
@@ -273,8 +277,9 @@ def test_a_wrong_citation_number_is_corrected_in_the_stream_and_the_record(
 
     monkeypatch.setattr(backend, "stream", scripted)
     events = list(qa.qa.stream(EN, knowledge_bases=["hb"]))
-    final = events[-1]["answer"]
-    streamed = "".join(e["text"] for e in events if e["event"] == "delta")
+    assert isinstance(events[-1], Final)
+    final = events[-1].answer
+    streamed = "".join(e.text for e in events if isinstance(e, Delta))
     assert streamed == final["answer"] == "Passwords are changed every 90 days [1]."
     assert [s["number"] for s in final["sources"] if s["cited"]] == [1]
     assert "every 90 days" in final["sources"][0]["text"]

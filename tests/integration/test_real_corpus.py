@@ -20,10 +20,21 @@ def example_files(corpus: Path) -> tuple[Path, list[Path]]:
     return folder, files
 
 
-def test_every_example_doc_is_read_or_refused_with_its_reason(services: Services, corpus: Path) -> None:
-    """All 216 files through the loaders and the splitter, as ingestion runs them (without
-    embedding, the costly part, which the sample below covers): each yields chunks or a LoadError
-    with a reason a user can act on; nothing else escapes."""
+def test_every_example_doc_is_read_or_refused_with_its_reason(
+    services: Services, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """All 216 files through the loaders and the splitter, as ingestion runs them: each yields
+    chunks or a LoadError with a reason a user can act on; nothing else escapes.
+
+    OCR is switched off for this pass (it took ~90 % of the time: a few scanned pages and photos at
+    tens of seconds each): those files go through their parsers and end as ``no_text_layer``. OCR
+    itself runs in the sample below (through the service, embedding included) and in the loader
+    unit tests."""
+    import loaders.ocr
+    import loaders.pdf
+
+    monkeypatch.setattr(loaders.ocr, "ocr_available", lambda: False)
+    monkeypatch.setattr(loaders.pdf, "ocr_available", lambda: False)
     _, files = example_files(corpus)
     splitter = services.knowledge_bases.splitter
     reasons: dict[str, str] = {}
@@ -39,7 +50,7 @@ def test_every_example_doc_is_read_or_refused_with_its_reason(services: Services
     assert reasons["password_protected.xlsx"] == "encrypted"
     assert reasons["password.pdf"] == "encrypted"
     assert reasons["empty.txt"] == "empty"
-    assert len(files) - len(reasons) >= 0.85 * len(files)
+    assert len(files) - len(reasons) >= 0.75 * len(files)
 
 
 def test_a_sample_of_them_ingests_or_fails_alone_and_loses_nothing(
@@ -49,7 +60,8 @@ def test_a_sample_of_them_ingests_or_fails_alone_and_loses_nothing(
     plus the known failures, added to a knowledge base that already holds a document."""
     folder, files = example_files(corpus)
     known_failures = {"password_protected.xlsx", "password.pdf", "empty.txt"}
-    sample = sorted({*files[::8], *(p for p in files if p.name in known_failures)})
+    ocr = {"jpn-vert.jpeg"}  # a photo of text: OCR through the service
+    sample = sorted({*files[::8], *(p for p in files if p.name in known_failures | ocr)})
     kb = services.knowledge_bases
     kb.create("examples")
     kb.add_files("examples", [samples_copy / "employee-handbook.md"])

@@ -54,7 +54,6 @@ def delete_kb(kb: str, services: Svc) -> Response:
 @router.post("/knowledge_bases/{kb}/documents", tags=["documents"], dependencies=[Admin],
              summary="Upload and index files (multipart field 'files', one or many)")  # fmt: skip
 def upload(kb: str, services: Svc, files: Annotated[list[UploadFile], File(description="The files.")]) -> UploadOut:
-    services.knowledge_bases.get(kb)
     return ingest_uploads(services, kb, files)
 
 

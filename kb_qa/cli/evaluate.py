@@ -1,0 +1,137 @@
+"""``kb-qa eval retrieval|answers``: quality on a question set."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from kb_qa.cli.common import (
+    ConfigOpt,
+    JsonOpt,
+    MaxTokensOpt,
+    OutOpt,
+    SetArg,
+    ThresholdOpt,
+    _Bar,
+    _errors,
+    _print_json,
+    err,
+    eval_app,
+    out,
+)
+from kb_qa.errors import KbQaError
+from kb_qa.services import Services, build_services
+from kb_qa.settings import load_settings
+
+
+@contextmanager
+def _scratch_services(config: Path | None) -> Iterator[Services]:
+    """Services over a temporary knowledge-base root, so evaluation never touches real knowledge bases."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kbqa-eval-") as tmp:
+        yield build_services(load_settings(config, overrides={"paths": {"kb_root": tmp}}))
+
+
+def _write_result(out_dir: Path, stem: str, data: dict[str, Any], table: str, as_json: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{stem}.json").write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (out_dir / f"{stem}.md").write_text(table, encoding="utf-8")
+    if as_json:
+        _print_json(data)
+    else:
+        out.print(table, highlight=False, markup=False)
+        err.print(f"written: {out_dir / stem}.json and .md", highlight=False)
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    set_dir: SetArg,
+    level: Annotated[
+        str,
+        typer.Option(
+            "--level", help="passage: rank the corpus passages; article: ingest docs/ through the normal pipeline."
+        ),
+    ] = "passage",
+    method: Annotated[str, typer.Option("--method", help="dense, bm25, hybrid, or all three side by side.")] = "all",
+    out_dir: OutOpt = Path("eval_results"),
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """hit@1/5/10, MRR@10 and nDCG@10 of dense, BM25 and hybrid retrieval on a question set."""
+    from kb_qa.evaluation import METHODS, build_article_kb, evaluate_retrieval, load_set
+
+    if level not in ("passage", "article"):
+        err.print(f"[bold red]error:[/] --level must be passage or article, not {level!r}")
+        raise typer.Exit(2)
+    if method not in (*METHODS, "all"):
+        err.print(f"[bold red]error:[/] --method must be dense, bm25, hybrid or all, not {method!r}")
+        raise typer.Exit(2)
+    methods = METHODS if method == "all" else (method,)
+    with _errors(), _scratch_services(config) as services, _Bar(enabled=not as_json, unit="") as bar:
+        data = load_set(set_dir)
+        if level == "article":
+            build_article_kb(services.knowledge_bases, data, "eval", progress=bar)
+        result = evaluate_retrieval(
+            data, services.retriever, methods=methods, level=level, knowledge_base="eval", progress=bar.report
+        )
+    _write_result(out_dir, f"{data.name}-retrieval-{level}", result.to_dict(), result.markdown(), as_json)
+
+
+@eval_app.command("answers")
+def eval_answers(
+    set_dir: SetArg,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Questions to ask (spread over the set).")] = 50,
+    unanswerable: Annotated[
+        int | None,
+        typer.Option(
+            "--unanswerable", min=0, help="Unanswerable questions to ask, if the set has them (default: --limit)."
+        ),
+    ] = None,
+    context: Annotated[
+        str,
+        typer.Option(
+            "--context",
+            help="retrieved: the whole chain (retrieval, prompt, model). gold: the model is handed the gold passage "
+            "alone, which measures the model's own ceiling.",
+        ),
+    ] = "retrieved",
+    threshold: ThresholdOpt = None,
+    max_tokens: MaxTokensOpt = 96,
+    out_dir: OutOpt = Path("eval_results"),
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """EM/F1 (SQuAD's or CMRC 2018's), answers containing a gold answer, answerable questions wrongly
+    declined, unanswerable questions declined, evidence highlights holding the gold answer, seconds per answer.
+
+    With --context retrieved the set's docs/ are ingested into a temporary knowledge base and every
+    question goes through the whole chain (retrieval, prompt, the configured LLM, greedy decoding).
+    Compare with --context gold to see how much of the model's ceiling the chain reaches.
+    """
+    from kb_qa.evaluation import CONTEXTS, build_article_kb, evaluate_answers, load_set
+
+    with _errors(), _scratch_services(config) as services, _Bar(enabled=not as_json, unit="") as bar:
+        if context not in CONTEXTS:
+            raise KbQaError(f"--context must be one of {', '.join(CONTEXTS)}")
+        data = load_set(set_dir)
+        if context == "retrieved":
+            build_article_kb(services.knowledge_bases, data, "eval", progress=bar)
+        result = evaluate_answers(
+            data,
+            services.qa,
+            "eval",
+            limit=limit,
+            unanswerable_limit=unanswerable,
+            generation={"max_new_tokens": max_tokens},
+            retrieval={"score_threshold": threshold},
+            context=context,
+            progress=bar.report,
+        )
+    suffix = "-gold" if context == "gold" else ""
+    _write_result(out_dir, f"{data.name}-answers{suffix}", result.to_dict(), result.markdown(), as_json)
