@@ -21,3 +21,10 @@ def with_keys(settings: Any, api_keys: list[str], admin_keys: list[str] | None =
     """A copy of ``settings`` whose server asks for these keys."""
     server = settings.server.model_copy(update={"api_keys": api_keys, "admin_keys": admin_keys or []})
     return settings.model_copy(update={"server": server})
+
+
+def error(response: Any) -> dict[str, str]:
+    """The ``{"code", "message"}`` of an error response in the API's own shape (checking the shape)."""
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    return body["error"]  # type: ignore[no-any-return]

@@ -17,7 +17,7 @@ from kb_qa.llm import ChatLLM
 from kb_qa.llm.transformers_backend import TransformersBackend
 from kb_qa.services import build_services
 from kb_qa.settings import load_settings
-from tests.helpers import ANY_SCORE, SAMPLES
+from tests.helpers import ANY_SCORE, SAMPLES, error
 
 pytestmark = pytest.mark.integration
 
@@ -52,12 +52,6 @@ def hb(client: TestClient) -> TestClient:
     response = upload(client, "hb", "employee-handbook.md", "员工手册.md", "差旅管理办法.docx")
     assert response.status_code == 200, response.text
     return client
-
-
-def error(response: Any) -> dict[str, str]:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    return body["error"]  # type: ignore[no-any-return]
 
 
 def test_health_ready_and_documented_openapi(client: TestClient) -> None:

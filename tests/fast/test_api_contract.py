@@ -20,7 +20,7 @@ from kb_qa.api import create_app
 from kb_qa.llm import ChatLLM
 from kb_qa.services import build_services
 from kb_qa.settings import load_settings
-from tests.helpers import ANY_SCORE, SAMPLES
+from tests.helpers import ANY_SCORE, SAMPLES, error
 from tests.standins import StandInChatBackend, StandInEmbeddings
 
 EN = "How often must passwords be changed?"
@@ -42,12 +42,6 @@ def hb(client: TestClient) -> TestClient:
     response = client.post("/knowledge_bases/hb/documents", files=files)
     assert response.status_code == 200, response.text
     return client
-
-
-def error(response: Any) -> dict[str, str]:
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    return body["error"]  # type: ignore[no-any-return]
 
 
 def test_knowledge_bases_and_their_errors(hb: TestClient) -> None:
