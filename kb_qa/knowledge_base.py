@@ -88,6 +88,7 @@ class KnowledgeBaseService:
         self.lock_timeout = lock_timeout
         self.index_options = index_options or IndexOptions()
         self._readers: dict[str, FaissStore] = {}
+        self._reader_keys: dict[str, tuple[object, ...]] = {}
 
     # ------------------------------------------------------------------ paths
     def kb_dir(self, name: str) -> Path:
@@ -232,7 +233,7 @@ class KnowledgeBaseService:
             if store.dirty:
                 store.save()
             self.registry.apply([], [(name, k) for k in keys])
-            self._readers[name] = store
+            self._remember(info, store)
             content = self.content_dir(name).resolve()
             for key in keys:
                 copy = (self.content_dir(name) / key).resolve()
@@ -295,7 +296,7 @@ class KnowledgeBaseService:
         run = self.pipeline.run(store, items, existing, remove_missing=remove_missing, report=report,
                                 progress=progress, prechecked=prechecked)  # fmt: skip
         self.registry.apply(run.upserts, run.deletes)
-        self._readers[info.name] = store
+        self._remember(info, store)
 
     # ---------------------------------------------------------------- reading
     def _open_store(self, info: KnowledgeBaseInfo) -> FaissStore:
@@ -306,16 +307,34 @@ class KnowledgeBaseService:
                 f"the index of '{info.name}' cannot be read ({exc}); run `kb-qa kb rebuild {info.name} --recreate`"
             ) from exc
 
+    def _remember(self, info: KnowledgeBaseInfo, store: FaissStore) -> None:
+        """Keep the store a write just saved as the reader (no reopening from disk)."""
+        self._readers[info.name] = store
+        self._reader_keys[info.name] = (info.created_at, *_generation_identity(self.store_dir(info.name)))
+
     def reader(self, name: str) -> FaissStore:
-        """The knowledge base's store for reading, reopened when a writer saved a newer one."""
+        """The knowledge base's store for reading, reopened when any writer — this process, the CLI,
+        another server — saved a newer one, or deleted and re-created the knowledge base (its
+        generations then count from 1 again: the identity of the generation pointer tells)."""
         info = self.registry.get_kb(name)
         self._check_model(info)
         cached = self._readers.get(name)
-        current = _current_generation(self.store_dir(name))
-        if cached is None or cached.generation != current:
+        key = (info.created_at, *_generation_identity(self.store_dir(name)))
+        if cached is None or self._reader_keys.get(name) != key:
             cached = self._open_store(info)
             self._readers[name] = cached
+            self._reader_keys[name] = key
         return cached
+
+
+def _generation_identity(directory: Path) -> tuple[int, int, int]:
+    """(generation, inode, modification time in ns) of the CURRENT pointer: equal only when no
+    writer has switched generations since."""
+    try:
+        stat = (directory / "CURRENT").stat()
+    except FileNotFoundError:
+        return (0, 0, 0)
+    return (_current_generation(directory), stat.st_ino, stat.st_mtime_ns)
 
 
 def _current_generation(directory: Path) -> int:

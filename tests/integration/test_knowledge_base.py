@@ -172,6 +172,25 @@ def test_a_reader_sees_a_writers_new_generation(services: Services, samples_copy
     assert all(h.document != "员工手册.md" for h in search(services, "年假", top_k=10))
 
 
+def test_a_knowledge_base_deleted_and_re_created_by_another_process_is_never_answered_stale(
+    services: Services, samples_copy: Path
+) -> None:
+    """As the CLI would under a running server: another service on the same root deletes the
+    knowledge base and builds it again from other files. Its generations count from 1 again."""
+    from kb_qa.services import build_services
+
+    build(services, samples_copy)
+    assert any(h.document == "员工手册.md" for h in search(services, "年假", top_k=10))  # caches a reader
+    cli = build_services(services.settings, embeddings=services.embeddings)
+    cli.knowledge_bases.delete("hb")
+    cli.knowledge_bases.create("hb")
+    cli.knowledge_bases.add_files("hb", [samples_copy / "employee-handbook.md"])
+    found = {h.document for h in search(services, "年假", top_k=10)} | {
+        h.document for h in search(services, "How often must passwords be changed?", top_k=10)
+    }
+    assert found == {"employee-handbook.md"}  # the new knowledge base, nothing of the old one
+
+
 def test_folder_keys_are_relative_paths(services: Services, tmp_path: Path, samples_copy: Path) -> None:
     nested = tmp_path / "tree" / "hr" / "policies"
     nested.mkdir(parents=True)
