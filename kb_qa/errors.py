@@ -74,6 +74,12 @@ class IndexUnreadable(KbQaError):
     code = "index_unreadable"
 
 
+class Conflict(KbQaError):
+    """The knowledge base changed under the request (deleted and re-created while it waited)."""
+
+    code = "conflict"
+
+
 class Busy(KbQaError):
     """Another writer holds the knowledge base; try again later."""
 

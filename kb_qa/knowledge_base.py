@@ -21,7 +21,15 @@ from pathlib import Path
 
 from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport, KnowledgeBaseInfo
 from kb_qa.embeddings import SentenceTransformerEmbeddings
-from kb_qa.errors import Busy, DocumentNotFound, DocumentRejected, EmbeddingMismatch, IndexUnreadable
+from kb_qa.errors import (
+    Busy,
+    Conflict,
+    DocumentNotFound,
+    DocumentRejected,
+    EmbeddingMismatch,
+    IndexUnreadable,
+    KnowledgeBaseNotFound,
+)
 from kb_qa.ingest import Pipeline, Progress
 from kb_qa.registry import Registry, validate_name
 from loaders import DEFAULT_LIMITS, Limits, TextSplitter
@@ -106,13 +114,40 @@ class KnowledgeBaseService:
         return self.kb_dir(name) / "vector_store"
 
     @contextmanager
-    def _lock(self, name: str) -> Iterator[None]:
-        """Hold the knowledge base's writer lock; :class:`Busy` when another writer keeps it."""
+    def _lock(self, name: str, info: KnowledgeBaseInfo | None = None) -> Iterator[None]:
+        """Hold the knowledge base's writer lock; :class:`Busy` when another writer keeps it.
+
+        With ``info`` (the knowledge base as the caller found it before waiting), the knowledge base
+        is looked up again once the lock is held: deleted meanwhile gives :class:`KnowledgeBaseNotFound`,
+        deleted and re-created gives :class:`Conflict` — never a write into what is gone.
+        """
         try:
             with WriterLock(self.kb_dir(name) / ".write.lock", timeout=self.lock_timeout).hold():
+                if info is not None:
+                    self._still_there(info)
                 yield
         except StoreBusy as exc:
             raise Busy(f"{exc}; another import or rebuild is running, try again when it ends") from exc
+
+    def _still_there(self, info: KnowledgeBaseInfo) -> None:
+        try:
+            now_info = self.registry.get_kb(info.name)
+        except KnowledgeBaseNotFound:
+            self._remove_leftover_lock(info.name)
+            raise KnowledgeBaseNotFound(
+                f"knowledge base '{info.name}' was deleted while this request waited for it"
+            ) from None
+        if now_info.created_at != info.created_at:
+            raise Conflict(
+                f"knowledge base '{info.name}' was deleted and created again while this request waited; "
+                "send it again if it is meant for the new one"
+            )
+
+    def _remove_leftover_lock(self, name: str) -> None:
+        """A writer that waited on a deleted knowledge base re-created its folder for the lock file."""
+        folder = self.kb_dir(name)
+        if folder.is_dir() and {p.name for p in folder.iterdir()} <= {".write.lock"}:
+            shutil.rmtree(folder, ignore_errors=True)
 
     # -------------------------------------------------------- knowledge bases
     def create(self, name: str, description: str = "") -> KnowledgeBaseInfo:
@@ -133,8 +168,8 @@ class KnowledgeBaseService:
 
     def delete(self, name: str) -> None:
         """Delete a knowledge base, its index and its copies of files."""
-        self.registry.get_kb(name)
-        with self._lock(name):
+        info = self.registry.get_kb(name)
+        with self._lock(name, info):
             self.registry.delete_kb(name)
             self._readers.pop(name, None)
             shutil.rmtree(self.store_dir(name), ignore_errors=True)
@@ -171,7 +206,7 @@ class KnowledgeBaseService:
         report = IngestReport(name)
         items: dict[str, Path] = {}
         content = self.content_dir(name)
-        with self._lock(name):
+        with self._lock(name, info):
             self._check_model(info)
             for source in paths:
                 source = source.expanduser()
@@ -199,7 +234,7 @@ class KnowledgeBaseService:
         """
         info = self.registry.get_kb(name)
         report = IngestReport(name)
-        with self._lock(name):
+        with self._lock(name, info):
             self._check_model(info)
             record = next((r for r in self.registry.documents(name) if r.path == key), None)
             path = Path(record.source) if record is not None else None
@@ -220,7 +255,7 @@ class KnowledgeBaseService:
         """
         info = self.registry.get_kb(name)
         keys = list(keys)
-        with self._lock(name):
+        with self._lock(name, info):
             known = {r.path: r for r in self.registry.documents(name)}
             missing = [k for k in keys if k not in known]
             if missing:
@@ -257,7 +292,7 @@ class KnowledgeBaseService:
         """
         info = self.registry.get_kb(name)
         report = IngestReport(name)
-        with self._lock(name):
+        with self._lock(name, info):
             if directory is not None:
                 directory = directory.expanduser().resolve()
                 if not directory.is_dir():

@@ -91,7 +91,10 @@ class Registry:
     # ------------------------------------------------------- knowledge bases
     def create_kb(self, name: str, description: str, embedding_model: str, dimension: int) -> KnowledgeBaseInfo:
         validate_name(name)
-        info = KnowledgeBaseInfo(name, description, embedding_model, dimension, now())
+        # to the microsecond: it is also the knowledge base's identity (a writer that waited on one
+        # that was deleted and re-created under the same name must tell them apart)
+        created = datetime.now(UTC).isoformat(timespec="microseconds")
+        info = KnowledgeBaseInfo(name, description, embedding_model, dimension, created)
         with self._connect() as db:
             try:
                 db.execute(

@@ -36,6 +36,7 @@ STATUS: dict[type[errors.KbQaError], int] = {
     errors.KnowledgeBaseNotFound: 404,
     errors.DocumentNotFound: 404,
     errors.KnowledgeBaseExists: 409,
+    errors.Conflict: 409,
     errors.EmbeddingMismatch: 409,
     InvalidHistory: 422,
     errors.Busy: 429,

@@ -211,3 +211,44 @@ def test_a_damaged_index_says_how_to_recover(services: Services, samples_copy: P
     report = kb.rebuild("hb", recreate=True)
     assert report.count("added") == 5
     assert search(services, "年假", top_k=1)
+
+
+@pytest.mark.parametrize("recreated", [False, True], ids=["deleted", "re-created"])
+def test_a_write_waiting_on_a_deleted_knowledge_base_writes_nothing(
+    services: Services, samples_copy: Path, recreated: bool
+) -> None:
+    import threading
+    import time
+
+    from kb_qa.errors import Conflict
+    from vector_store import WriterLock
+
+    kb = services.knowledge_bases
+    kb.create("hb")
+    outcome: list[BaseException | None] = []
+
+    def upload() -> None:
+        try:
+            kb.add_files("hb", [samples_copy / "employee-handbook.md"])
+            outcome.append(None)
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            outcome.append(exc)
+
+    with WriterLock(kb.kb_dir("hb") / ".write.lock", timeout=30).hold():  # a delete in progress holds it
+        waiting = threading.Thread(target=upload)
+        waiting.start()
+        time.sleep(0.5)  # the upload has looked the knowledge base up and waits for the lock
+        kb.registry.delete_kb("hb")
+        shutil.rmtree(kb.kb_dir("hb") / "content", ignore_errors=True)
+        if recreated:
+            kb.create("hb")
+    waiting.join(30)
+    expected = Conflict if recreated else KnowledgeBaseNotFound
+    assert isinstance(outcome[0], expected), outcome
+    assert "while this request waited" in str(outcome[0])
+    if recreated:  # the new knowledge base starts empty
+        assert kb.files("hb") == [] and not any(kb.content_dir("hb").iterdir())
+    else:
+        with pytest.raises(KnowledgeBaseNotFound):
+            kb.files("hb")
+        assert not (kb.content_dir("hb")).exists()
