@@ -158,7 +158,7 @@ class Pipeline:
         try:
             size = path.stat().st_size
         except OSError as exc:
-            return LoadError("malformed", f"cannot be read: {exc.strerror or exc}")
+            return LoadError("unreadable", exc.strerror or str(exc))
         if size > self.max_file_bytes:
             return LoadError("too_large", f"{size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.0f} MB")
         return None
@@ -186,7 +186,11 @@ class Pipeline:
             if rejection:
                 run.fail(key, path, rejection)
                 continue
-            sha = file_sha256(path)
+            try:
+                sha = file_sha256(path)
+            except OSError as exc:  # no permission, a vanished file: this file fails alone
+                run.fail(key, path, LoadError("unreadable", exc.strerror or str(exc)))
+                continue
             record = existing.get(key)
             if (
                 record is not None

@@ -32,7 +32,7 @@ from kb_qa.errors import (
 )
 from kb_qa.ingest import Pipeline, Progress
 from kb_qa.registry import Registry, validate_name
-from loaders import DEFAULT_LIMITS, Limits, TextSplitter
+from loaders import DEFAULT_LIMITS, Limits, LoadError, TextSplitter
 from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,11 @@ class KnowledgeBaseService:
                 if rejection:
                     report.outcomes.append(FileOutcome(key, "failed", error=str(rejection), reason=rejection.reason))
                     continue
-                accepted[key] = _move_into(path, content / key) if move else _copy_into(path, content / key)
+                try:
+                    accepted[key] = _move_into(path, content / key) if move else _copy_into(path, content / key)
+                except OSError as exc:  # unreadable: this file fails alone
+                    error = LoadError("unreadable", exc.strerror or str(exc))
+                    report.outcomes.append(FileOutcome(key, "failed", error=str(error), reason=error.reason))
             self._sync(info, accepted, remove_missing=False, report=report, progress=progress, prechecked=True)
         return report
 

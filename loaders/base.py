@@ -23,6 +23,7 @@ REASONS = {
     "empty": "the file holds no text",
     "encrypted": "the file is password-protected; remove the password and add it again",
     "malformed": "the file is damaged or not what its extension says",
+    "unreadable": "the file cannot be opened (check its permissions)",
     "no_text_layer": "the file has no text layer (scanned or image-only) and OCR is not available",
     "too_large": "the file is larger than ingest.max_file_mb, or unpacks to more than ingest.max_unpacked_mb",
     "suspicious": "the file is built to exhaust the reader (a zip bomb or similar), not a document",

@@ -19,6 +19,7 @@ merged in one vectorised pass before the next search or save, so a query never r
 from __future__ import annotations
 
 import io
+import json
 import logging
 import math
 import re
@@ -266,7 +267,8 @@ class KeywordIndex:
                 offsets=self._offsets,
                 rows=self._rows,
                 tf=self._tf,
-                docs=np.frombuffer("\n".join(docs).encode("utf-8"), np.uint8),
+                # document names as a JSON list: a name may hold any character, a newline too
+                doc_names=np.frombuffer(json.dumps(docs, ensure_ascii=False).encode("utf-8"), np.uint8),
                 doc_sizes=np.array([len(r) for r in doc_rows], np.int64),
                 doc_rows=np.concatenate(doc_rows) if doc_rows else np.zeros(0, np.int64),
             )
@@ -288,8 +290,11 @@ class KeywordIndex:
             index._offsets = data["offsets"]
             index._rows = data["rows"]
             index._tf = data["tf"]
-            docs = bytes(data["docs"]).decode("utf-8")
-            names = docs.split("\n") if docs else []
+            if "doc_names" in data:
+                names = json.loads(bytes(data["doc_names"]).decode("utf-8"))
+            else:  # written before names were JSON: newline-separated
+                docs = bytes(data["docs"]).decode("utf-8")
+                names = docs.split("\n") if docs else []
             splits = np.cumsum(data["doc_sizes"])[:-1]
             index._by_doc = dict(zip(names, np.split(data["doc_rows"], splits), strict=True)) if names else {}
         index._reweigh()

@@ -252,3 +252,36 @@ def test_a_write_waiting_on_a_deleted_knowledge_base_writes_nothing(
         with pytest.raises(KnowledgeBaseNotFound):
             kb.files("hb")
         assert not (kb.content_dir("hb")).exists()
+
+
+def test_any_file_name_is_stored_safely_and_an_unreadable_file_fails_alone(
+    services: Services, samples_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name with a newline once damaged the keyword index; an unreadable file stopped the command."""
+    import kb_qa.ingest
+
+    folder = samples_copy
+    odd = folder / "line\nbreak 年假.md"
+    odd.write_text("# 年假\n年假可以顺延到次年三月底。\n", encoding="utf-8")
+    locked = folder / "locked.md"
+    locked.write_text("secret", encoding="utf-8")
+    real_hash = kb_qa.ingest.file_sha256
+
+    def no_permission(path: Path) -> str:  # the tests run as root, whom chmod 000 does not stop
+        if path.name == "locked.md":
+            raise PermissionError(13, "Permission denied")
+        return real_hash(path)
+
+    monkeypatch.setattr(kb_qa.ingest, "file_sha256", no_permission)
+    services.knowledge_bases.create("hb")
+    report = services.knowledge_bases.rebuild("hb", folder)
+    failed = {o.path: o for o in report.failed}
+    assert set(failed) == {"locked.md"} and failed["locked.md"].reason == "unreadable"
+    assert "Permission denied" in (failed["locked.md"].error or "")
+    # a fresh process loads the keyword index and finds the document by its odd name
+    from kb_qa.services import build_services
+
+    fresh = build_services(services.settings, embeddings=services.embeddings)
+    hits = fresh.retriever.retrieve("年假可以顺延到次年三月底", ["hb"], method="bm25", top_k=3)
+    assert hits[0].document == "line\nbreak 年假.md"
+    assert {r.path for r in fresh.knowledge_bases.files("hb")} >= {"line\nbreak 年假.md", "locked.md"}

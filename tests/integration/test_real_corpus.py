@@ -11,7 +11,9 @@ from loaders import LoadError, load_file
 
 pytestmark = [pytest.mark.integration, pytest.mark.shared_data, pytest.mark.slow]
 
-ALLOWED_REASONS = ("encrypted", "malformed", "empty", "unsupported", "no_text_layer", "missing_parser")
+ALLOWED_REASONS = (
+    "encrypted", "malformed", "empty", "unsupported", "no_text_layer", "missing_parser", "suspicious", "unreadable",
+)  # fmt: skip
 
 
 def example_files(corpus: Path) -> tuple[Path, list[Path]]:
