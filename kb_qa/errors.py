@@ -80,6 +80,12 @@ class Conflict(KbQaError):
     code = "conflict"
 
 
+class StorageError(KbQaError):
+    """The knowledge-base root, the registry or the disk cannot be used; the message names the fix."""
+
+    code = "storage_error"
+
+
 class Busy(KbQaError):
     """Another writer holds the knowledge base; try again later."""
 

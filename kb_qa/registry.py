@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kb_qa.domain import DocumentRecord, KnowledgeBaseInfo
-from kb_qa.errors import InvalidName, KnowledgeBaseExists, KnowledgeBaseNotFound
+from kb_qa.errors import InvalidName, KnowledgeBaseExists, KnowledgeBaseNotFound, StorageError
 
 MAX_NAME_LENGTH = 64
 _NAME = re.compile(r"[\w\u4e00-\u9fff][\w\u4e00-\u9fff.\-]*")  # fullmatch: "$" would let a trailing newline in
@@ -64,6 +64,18 @@ def validate_name(name: str) -> str:
     return name
 
 
+def _registry_problem(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return f"the registry {path} is read-only ({text}); run as a user who may write the knowledge-base root"
+    if "not a database" in text or "malformed" in text:
+        return (
+            f"the registry {path} is damaged ({text}); move it away, then `kb-qa kb create NAME` and "
+            "`kb-qa kb rebuild NAME --dir FOLDER` rebuild each knowledge base from its files"
+        )
+    return f"the registry {path} cannot be used ({text})"
+
+
 class Registry:
     """Knowledge bases and documents in ``path`` (an SQLite file)."""
 
@@ -73,9 +85,19 @@ class Registry:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
+        root = self.path.parent
         if not self._ready:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30)
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(
+                    f"the knowledge-base root {root} is not a usable folder ({exc.strerror or exc}); "
+                    "point --root (or paths.kb_root, KBQA_KB_ROOT) at a folder"
+                ) from exc
+        try:
+            connection = sqlite3.connect(self.path, timeout=30)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open the registry {self.path} ({exc}); check the folder's permissions") from exc
         connection.row_factory = sqlite3.Row
         try:
             connection.execute("PRAGMA foreign_keys = ON")
@@ -85,6 +107,10 @@ class Registry:
                 self._ready = True
             with connection:  # one transaction, committed on success
                 yield connection
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.IntegrityError):
+                raise  # a constraint: the caller says what it means
+            raise StorageError(_registry_problem(self.path, exc)) from exc
         finally:
             connection.close()
 

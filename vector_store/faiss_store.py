@@ -157,13 +157,16 @@ class FaissStore:
 
         index_path = self.directory / f"index.{generation}.faiss"
         chunks_path = self.directory / f"chunks.{generation}.jsonl"
-        with chunks_path.open(encoding="utf-8") as handle:
-            header = json.loads(handle.readline())
-            if header.get("format") != _FORMAT:
-                raise StoreError(f"{chunks_path}: unknown format {header.get('format')}")
-            if header["dim"] != self.dim:
-                raise StoreError(f"{self.directory} holds {header['dim']}-d vectors, not {self.dim}-d")
-            chunks = [StoredChunk(**json.loads(line)) for line in handle if line.strip()]
+        try:
+            with chunks_path.open(encoding="utf-8") as handle:
+                header = json.loads(handle.readline())
+                if header.get("format") != _FORMAT:
+                    raise StoreError(f"{chunks_path}: unknown format {header.get('format')}")
+                if header["dim"] != self.dim:
+                    raise StoreError(f"{self.directory} holds {header['dim']}-d vectors, not {self.dim}-d")
+                chunks = [StoredChunk(**json.loads(line)) for line in handle if line.strip()]
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # truncated or edited: JSON, fields
+            raise StoreError(f"{chunks_path} is damaged ({exc})") from exc
         if not index_path.exists():
             raise FileNotFoundError(index_path)
         try:

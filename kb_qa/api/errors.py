@@ -43,6 +43,7 @@ STATUS: dict[type[errors.KbQaError], int] = {
     errors.ModelUnavailable: 503,
     errors.ConfigError: 503,
     errors.IndexUnreadable: 500,
+    errors.StorageError: 500,
 }
 
 

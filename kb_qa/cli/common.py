@@ -108,6 +108,13 @@ def _errors() -> Iterator[None]:
     except KbQaError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc
+    except OSError as exc:  # the disk itself (full, read-only, a file where a folder should be): one line
+        where = f" ({exc.filename})" if exc.filename else ""
+        err.print(
+            f"[bold red]error:[/] {exc.strerror or exc}{where}; check the knowledge-base root and free space",
+            highlight=False,
+        )
+        raise typer.Exit(2) from exc
 
 
 def _print_json(data: object) -> None:

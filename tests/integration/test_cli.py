@@ -78,6 +78,32 @@ def test_errors_are_one_line_with_exit_code_2(cli: CliRunner) -> None:
     assert "Traceback" not in output
 
 
+def flat(code: int, output: str) -> tuple[int, str]:
+    """The output with rich's line wrapping undone."""
+    return code, " ".join(output.split())
+
+
+def test_bad_storage_gives_one_line_naming_the_fix(cli: CliRunner, tmp_path: Path, samples_copy: Path) -> None:
+    not_a_folder = tmp_path / "root-is-a-file"
+    not_a_folder.write_text("x", encoding="utf-8")
+    code, output = flat(*run(cli, "kb", "list", "--root", str(not_a_folder)))
+    assert code == 2 and "is not a usable folder" in output and "--root" in output
+    garbage = tmp_path / "garbage-root"
+    garbage.mkdir()
+    (garbage / "registry.sqlite3").write_bytes(bytes(range(256)) * 20)
+    code, output = flat(*run(cli, "kb", "list", "--root", str(garbage)))
+    assert code == 2 and "is damaged" in output and "kb rebuild" in output
+    code, _ = run(cli, "kb", "add", "hb", str(samples_copy / "employee-handbook.md"))
+    assert code == 2  # no knowledge base yet
+    run(cli, "kb", "create", "hb")
+    assert run(cli, "kb", "add", "hb", str(samples_copy / "employee-handbook.md"))[0] == 0
+    chunks = sorted((Path(os.environ["KBQA_KB_ROOT"]) / "hb" / "vector_store").glob("chunks.*.jsonl"))[-1]
+    chunks.write_bytes(chunks.read_bytes()[:300])  # truncated mid-record
+    code, output = flat(*run(cli, "kb", "search", "hb", "passwords"))
+    assert code == 2 and "is damaged" in output and "kb rebuild hb --recreate" in output
+    assert "Traceback" not in output
+
+
 def test_root_option_on_every_command(cli: CliRunner, tmp_path: Path) -> None:
     other = tmp_path / "other-root"
     code, _ = run(cli, "kb", "create", "elsewhere", "--root", str(other))
