@@ -24,7 +24,7 @@ from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import EmbeddingMismatch
 from kb_qa.registry import now
-from loaders import DEFAULT_LIMITS, Chunk, Limits, LoadError, TextSplitter, load_file, loader_for
+from loaders import DEFAULT_LIMITS, Chunk, Limits, Loader, LoadError, TextSplitter, load_file, loader_for
 from vector_store import FaissStore
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class Item:
     size: int
     mtime: float
     action: str  # added | updated
+    loader: Loader  # the one the precheck found (the type is looked up once per file)
+    loader_name: str
 
 
 @dataclass
@@ -149,19 +151,20 @@ class Pipeline:
         self.max_file_bytes = max_file_bytes
         self.limits = limits
 
-    def precheck(self, path: Path) -> LoadError | None:
-        """The checks made before a file is copied or read: a known type, within the size limit."""
-        try:
-            loader_for(path)
-        except LoadError as exc:
-            return exc
+    def precheck(self, path: Path) -> tuple[Loader, str]:
+        """The checks made before a file is copied or read: a known type, within the size limit.
+        Returns the loader for its type and the loader's name.
+
+        :raises LoadError: ``unsupported``, ``unreadable`` or ``too_large``.
+        """
+        found = loader_for(path)
         try:
             size = path.stat().st_size
         except OSError as exc:
-            return LoadError("unreadable", exc.strerror or str(exc))
+            raise LoadError("unreadable", exc.strerror or str(exc)) from None
         if size > self.max_file_bytes:
-            return LoadError("too_large", f"{size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.0f} MB")
-        return None
+            raise LoadError("too_large", f"{size / 1e6:.1f} MB > {self.max_file_bytes / 1e6:.0f} MB")
+        return found
 
     def run(
         self,
@@ -172,20 +175,24 @@ class Pipeline:
         remove_missing: bool,
         report: IngestReport,
         progress: Progress | None = None,
-        prechecked: bool = False,
+        checked: dict[str, tuple[Loader, str]] | None = None,
     ) -> IngestRun:
         """Index ``items`` (document key -> file) into ``store``: unchanged files are skipped, new and
         changed ones read, split and embedded; with ``remove_missing`` documents not in ``items`` are
-        removed. ``prechecked``: the caller already made :meth:`precheck` on every item. Saves the
+        removed. ``checked``: what :meth:`precheck` returned for each item, when the caller made it. Saves the
         store; returns the run, whose registry rows the caller commits."""
         started = time.perf_counter()
         run = IngestRun(report, store.documents(), progress or NoProgress())
         todo: list[Item] = []
         for key, path in items.items():
-            rejection = None if prechecked else self.precheck(path)
-            if rejection:
-                run.fail(key, path, rejection)
-                continue
+            if checked is not None and key in checked:
+                loader, loader_name = checked[key]
+            else:
+                try:
+                    loader, loader_name = self.precheck(path)
+                except LoadError as rejection:
+                    run.fail(key, path, rejection)
+                    continue
             try:
                 sha = file_sha256(path)
             except OSError as exc:  # no permission, a vanished file: this file fails alone
@@ -202,7 +209,7 @@ class Pipeline:
                 continue
             stat = path.stat()
             action = "updated" if key in run.stored or record is not None else "added"
-            todo.append(Item(key, path, sha, stat.st_size, stat.st_mtime, action))
+            todo.append(Item(key, path, sha, stat.st_size, stat.st_mtime, action, loader, loader_name))
         if remove_missing:
             for key in sorted(set(existing) | set(run.stored)):
                 if key not in items:
@@ -247,12 +254,11 @@ class Pipeline:
             yield group
 
     def _prepare(self, item: Item) -> Prepared:
-        loader, loader_name = loader_for(item.path)
-        pieces = load_file(item.path, self.limits, loader=loader)
+        pieces = load_file(item.path, self.limits, loader=item.loader)
         chunks = self.splitter.split_documents(pieces)
         if not chunks:
             raise LoadError("empty", item.path.name)
-        return Prepared(item, loader_name, chunks)
+        return Prepared(item, item.loader_name, chunks)
 
     def _embed_and_add(self, store: FaissStore, group: list[Prepared]) -> int:
         texts = [c.embedding_text(self.heading_prefix) for entry in group for c in entry.chunks]

@@ -32,7 +32,7 @@ from kb_qa.errors import (
 )
 from kb_qa.ingest import Pipeline, Progress
 from kb_qa.registry import Registry, validate_name
-from loaders import DEFAULT_LIMITS, Limits, LoadError, TextSplitter
+from loaders import DEFAULT_LIMITS, Limits, Loader, LoadError, TextSplitter
 from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
 
 log = logging.getLogger(__name__)
@@ -101,6 +101,11 @@ class KnowledgeBaseService:
     # ------------------------------------------------------------------ paths
     def kb_dir(self, name: str) -> Path:
         return self.root / validate_name(name)
+
+    @property
+    def max_file_bytes(self) -> int:
+        """Files larger than this are refused (``ingest.max_file_mb``)."""
+        return self.pipeline.max_file_bytes
 
     def scratch_dir(self) -> Path:
         """Where uploads wait before they are moved in (same file system as the knowledge bases;
@@ -218,9 +223,11 @@ class KnowledgeBaseService:
                 else:
                     report.outcomes.append(FileOutcome(str(source), "failed", error="no such file or folder"))
             accepted: dict[str, Path] = {}
+            checked = {}
             for key, path in items.items():
-                rejection = self.pipeline.precheck(path)  # refused files are not copied in
-                if rejection:
+                try:
+                    checked[key] = self.pipeline.precheck(path)  # refused files are not copied in
+                except LoadError as rejection:
                     report.outcomes.append(FileOutcome(key, "failed", error=str(rejection), reason=rejection.reason))
                     continue
                 try:
@@ -228,7 +235,7 @@ class KnowledgeBaseService:
                 except OSError as exc:  # unreadable: this file fails alone
                     error = LoadError("unreadable", exc.strerror or str(exc))
                     report.outcomes.append(FileOutcome(key, "failed", error=str(error), reason=error.reason))
-            self._sync(info, accepted, remove_missing=False, report=report, progress=progress, prechecked=True)
+            self._sync(info, accepted, remove_missing=False, report=report, progress=progress, checked=checked)
         return report
 
     def reindex(self, name: str, key: str, progress: Progress | None = None) -> IngestReport:
@@ -327,13 +334,13 @@ class KnowledgeBaseService:
         report: IngestReport,
         progress: Progress | None,
         store: FaissStore | None = None,
-        prechecked: bool = False,
+        checked: dict[str, tuple[Loader, str]] | None = None,
     ) -> None:
         """Run the pipeline, then commit its registry rows (after the store was saved)."""
         store = store or self._open_store(info)
         existing = {r.path: r for r in self.registry.documents(info.name)}
         run = self.pipeline.run(store, items, existing, remove_missing=remove_missing, report=report,
-                                progress=progress, prechecked=prechecked)  # fmt: skip
+                                progress=progress, checked=checked)  # fmt: skip
         self.registry.apply(run.upserts, run.deletes)
         self._remember(info, store)
 

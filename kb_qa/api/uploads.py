@@ -33,7 +33,7 @@ def ingest_uploads(services: Services, kb: str, files: list[UploadFile]) -> Uplo
     :raises ApiError: 413, 415 or 422 when no file was indexed.
     """
     knowledge_bases = services.knowledge_bases
-    limit = knowledge_bases.pipeline.max_file_bytes
+    limit = knowledge_bases.max_file_bytes
     results: dict[str, FileResult] = {}
     statuses: list[int] = []
     seconds = 0.0
