@@ -17,7 +17,8 @@ from kb_qa.domain import DocumentRecord, KnowledgeBaseInfo
 from kb_qa.errors import InvalidName, KnowledgeBaseExists, KnowledgeBaseNotFound, StorageError
 
 MAX_NAME_LENGTH = 64
-_NAME = re.compile(r"[\w\u4e00-\u9fff][\w\u4e00-\u9fff.\-]*")  # fullmatch: "$" would let a trailing newline in
+NAME_PATTERN = r"^[\w\u4e00-\u9fff][\w\u4e00-\u9fff.\-]*$"  # also the API schema's (a JSON Schema pattern)
+_NAME = re.compile(NAME_PATTERN[1:-1])  # fullmatch: "$" would let a trailing newline in
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS knowledge_bases (
@@ -56,10 +57,10 @@ def validate_name(name: str) -> str:
     """
     if not name or len(name) > MAX_NAME_LENGTH:
         raise InvalidName(f"knowledge-base name must be 1 to {MAX_NAME_LENGTH} characters")
-    if "/" in name or "\\" in name or ".." in name or not _NAME.fullmatch(name):
+    if not _NAME.fullmatch(name):  # no separators; "." and ".." cannot start a name
         raise InvalidName(
             f"invalid knowledge-base name {name!r}: use letters, digits, Chinese characters, '_', '-' and '.', "
-            "starting with a letter or digit; no path separators and no '..'"
+            "starting with a letter or digit"
         )
     return name
 

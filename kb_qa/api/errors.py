@@ -14,6 +14,7 @@ the OpenAI SDKs raise their ``BadRequestError``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -91,6 +92,20 @@ def _respond(
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """The methods the routes of ``path`` take (one route per method here, so Starlette's own
+    ``Allow`` names only the first route's)."""
+    methods: set[str] = set()
+    stack = list(getattr(app, "routes", []))
+    while stack:
+        route = stack.pop()
+        stack.extend(getattr(route, "routes", []) or [])
+        regex, route_methods = getattr(route, "path_regex", None), getattr(route, "methods", None)
+        if regex is not None and route_methods and regex.match(path):
+            methods |= set(route_methods)
+    return sorted(methods)
+
+
 def status_of(exc: errors.KbQaError) -> int:
     if isinstance(exc, ApiError):
         return exc.status
@@ -124,6 +139,7 @@ def install(app: FastAPI) -> None:
             fields.append((where, item.get("type", "")))
         if is_openai_path(request):  # OpenAI: param names the (first) field, code says missing or invalid
             param, kind = fields[0] if fields else (None, "")
+            param = param.split(".")[0] if param else param  # the request's field, not pydantic's union member
             code = "missing_required_parameter" if kind == "missing" else "invalid_value"
             return _respond(request, 400, code, "; ".join(problems), param=param)
         return _respond(request, 422, "invalid_request", "; ".join(problems))
@@ -131,7 +147,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "http_error")
-        return _respond(request, exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # every method of the path, not only those of the first route that matched
+            headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
+        return _respond(request, exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

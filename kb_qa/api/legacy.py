@@ -24,30 +24,37 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import FastAPI, File, Form, Query, UploadFile
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from kb_qa.api.deps import Admin, Read, Svc
 from kb_qa.api.errors import ApiError
+from kb_qa.api.schemas import NAME_RULES, KbNameField, TokensInt, error_responses
 from kb_qa.api.uploads import ingest_uploads
 from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
 from kb_qa.errors import KnowledgeBaseNotFound
 from kb_qa.services import Services
 
+Pair = Annotated[
+    list[Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]], Field(min_length=2, max_length=2)
+]  # [question, answer]
+
 
 class GlmRequest(BaseModel):
+    model_config = ConfigDict(strict=True)  # JSON types as declared
     prompt: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question.")
-    history: list[list[Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]]] = Field(
+    history: list[Pair] = Field(
         default_factory=list, max_length=MAX_HISTORY_MESSAGES, description="[[question, answer], ...]"
     )
-    max_length: int | None = Field(None, ge=1, description="Longest answer in tokens (the original's total length).")
+    max_length: TokensInt | None = Field(None, description="Longest answer in tokens (the original's total length).")
     top_p: float | None = Field(None, gt=0, le=1, description="Accepted for compatibility.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 = greedy.")
 
 
 class LocalDocChat(BaseModel):
-    knowledge_base_id: str = Field(description="Knowledge base name.")
+    model_config = ConfigDict(strict=True)
+    knowledge_base_id: KbNameField
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question.")
-    history: list[list[Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]]] = Field(
+    history: list[Pair] = Field(
         default_factory=list, max_length=MAX_HISTORY_MESSAGES, description="[[question, answer], ...]"
     )
     streaming: bool = Field(False, description="Accepted for compatibility; the answer comes whole.")
@@ -63,7 +70,13 @@ def _pairs(history: list[list[str]]) -> list[list[str]]:
 def register(app: FastAPI) -> None:
     """Add the drop-in routes to ``app``."""
 
-    @app.post("/", tags=["drop-in: ChatGLM2-6B api.py"], dependencies=[Read], summary="ChatGLM2-6B's api.py chat")
+    @app.post(
+        "/",
+        responses=error_responses(),
+        tags=["drop-in: ChatGLM2-6B api.py"],
+        dependencies=[Read],
+        summary="ChatGLM2-6B's api.py chat",
+    )
     def glm_chat(body: GlmRequest, services: Svc) -> dict[str, Any]:
         history = _pairs(body.history)
         generation = {"temperature": body.temperature, "max_new_tokens": body.max_length}
@@ -77,7 +90,7 @@ def register(app: FastAPI) -> None:
 
     tag: list[str | Enum] = ["drop-in: langchain-ChatGLM api.py"]
 
-    @app.post("/local_doc_qa/local_doc_chat", tags=tag, dependencies=[Read])
+    @app.post("/local_doc_qa/local_doc_chat", tags=tag, responses=error_responses(), dependencies=[Read])
     def local_doc_chat(body: LocalDocChat, services: Svc) -> dict[str, Any]:
         history = _pairs(body.history)
         answer = services.qa.ask(body.question, mode="kb", knowledge_bases=[body.knowledge_base_id], history=history)
@@ -101,33 +114,33 @@ def register(app: FastAPI) -> None:
         done = [r.file for r in result.files if r.action != "failed"]
         return {"code": 200, "msg": f"已上传并加载 / uploaded and indexed: {', '.join(done)}"}
 
-    @app.post("/local_doc_qa/upload_file", tags=tag, dependencies=[Admin])
+    @app.post("/local_doc_qa/upload_file", tags=tag, responses=error_responses(), dependencies=[Admin])
     async def upload_file(
-        services: Svc, file: Annotated[UploadFile, File()], knowledge_base_id: Annotated[str, Form()]
+        services: Svc, file: Annotated[UploadFile, File()], knowledge_base_id: Annotated[str, Form(**NAME_RULES)]
     ) -> dict[str, Any]:
         return await anyio.to_thread.run_sync(_upload, services, knowledge_base_id, [file])
 
-    @app.post("/local_doc_qa/upload_files", tags=tag, dependencies=[Admin])
+    @app.post("/local_doc_qa/upload_files", tags=tag, responses=error_responses(), dependencies=[Admin])
     async def upload_files(
-        services: Svc, files: Annotated[list[UploadFile], File()], knowledge_base_id: Annotated[str, Form()]
+        services: Svc, files: Annotated[list[UploadFile], File()], knowledge_base_id: Annotated[str, Form(**NAME_RULES)]
     ) -> dict[str, Any]:
         return await anyio.to_thread.run_sync(_upload, services, knowledge_base_id, files)
 
-    @app.get("/local_doc_qa/list_knowledge_base", tags=tag, dependencies=[Read])
+    @app.get("/local_doc_qa/list_knowledge_base", tags=tag, responses=error_responses(), dependencies=[Read])
     def list_knowledge_base(services: Svc) -> dict[str, Any]:
         return {"code": 200, "msg": "success", "data": [kb.name for kb in services.knowledge_bases.list_all()]}
 
-    @app.get("/local_doc_qa/list_files", tags=tag, dependencies=[Read])
-    def list_files(services: Svc, knowledge_base_id: Annotated[str, Query()]) -> dict[str, Any]:
+    @app.get("/local_doc_qa/list_files", tags=tag, responses=error_responses(), dependencies=[Read])
+    def list_files(services: Svc, knowledge_base_id: Annotated[str, Query(**NAME_RULES)]) -> dict[str, Any]:
         return {
             "code": 200,
             "msg": "success",
             "data": [r.path for r in services.knowledge_bases.files(knowledge_base_id)],
         }
 
-    @app.delete("/local_doc_qa/delete_file", tags=tag, dependencies=[Admin])
+    @app.delete("/local_doc_qa/delete_file", tags=tag, responses=error_responses(), dependencies=[Admin])
     def delete_file(
-        services: Svc, knowledge_base_id: Annotated[str, Query()], doc_name: Annotated[str, Query()]
+        services: Svc, knowledge_base_id: Annotated[str, Query(**NAME_RULES)], doc_name: Annotated[str, Query()]
     ) -> dict[str, Any]:
         services.knowledge_bases.remove_files(knowledge_base_id, [doc_name])
         return {"code": 200, "msg": f"{doc_name} 已删除 / deleted"}

@@ -22,7 +22,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 import numpy as np
@@ -30,7 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kb_qa.api import errors as api_errors
 from kb_qa.api.errors import ApiError
-from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS, SCORE, TOP_K
+from kb_qa.api.schemas import TokensInt, TopKInt
+from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS, SCORE
 from kb_qa.errors import KbQaError
 from kb_qa.events import ChainEvent, Delta, Final, Sources
 
@@ -43,8 +44,12 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+NonEmpty = Annotated[str, Field(min_length=1)]
+
+
 class ChatCompletionRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # OpenAI clients send fields we do not use (n, seed, ...)
+    # OpenAI clients send fields we do not use (n, seed, ...); those we use have their declared types
+    model_config = ConfigDict(extra="allow", strict=True)
     model: str = Field(description="The chat model's name, or kb:<knowledge base> to answer from one.")
     messages: list[ChatMessage] = Field(
         min_length=1,
@@ -53,17 +58,19 @@ class ChatCompletionRequest(BaseModel):
     )
     stream: bool = Field(False, description="Stream chat.completion.chunk events.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
-    max_tokens: int | None = Field(None, ge=1, description="Longest answer in tokens.")
-    max_completion_tokens: int | None = Field(None, ge=1, description="Same as max_tokens (newer clients).")
+    max_tokens: TokensInt | None = Field(None, description="Longest answer in tokens.")
+    max_completion_tokens: TokensInt | None = Field(None, description="Same as max_tokens (newer clients).")
     knowledge_base: str | None = Field(None, description="Extra: answer from this knowledge base.")
     knowledge_bases: list[str] | None = Field(None, description="Extra: answer from these knowledge bases.")
-    top_k: int | None = Field(None, **TOP_K.bounds, description="Extra: passages given to the model.")
+    top_k: TopKInt | None = Field(None, description="Extra: passages given to the model.")
     score_threshold: float | None = Field(None, **SCORE.bounds, description="Extra: minimum cosine similarity.")
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    input: str | list[str] = Field(description="A text or a list of texts (token arrays are not accepted).")
+    model_config = ConfigDict(extra="allow", strict=True)
+    input: NonEmpty | Annotated[list[NonEmpty], Field(min_length=1)] = Field(
+        description="A text or a list of texts (token arrays are not accepted)."
+    )
     model: str = Field("", description="Ignored: the configured embedding model is used (see /v1/models).")
     encoding_format: Literal["float", "base64"] = Field("float", description="float list or base64 float32.")
     input_type: Literal["passage", "query"] = Field("passage", description="Extra: embed as passages or queries.")

@@ -4,17 +4,43 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path as PathParam
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from kb_qa.domain import EXPAND_CHARS, MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS, SCORE, TOP_K
+from kb_qa.registry import MAX_NAME_LENGTH, NAME_PATTERN
+
+
+def _json_integer(value: Any) -> Any:
+    """JSON's integers: 9 and 9.0 (JSON Schema counts both as integers), never true or "9"."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# integer fields of requests: strict (no strings, no booleans) but 9.0 is 9, as JSON Schema has it;
+# the bounds sit inside the Annotated so that the schema shows them as minimum/maximum
+TopKInt = Annotated[int, Field(**TOP_K.bounds), BeforeValidator(_json_integer)]
+ExpandInt = Annotated[int, Field(**EXPAND_CHARS.bounds), BeforeValidator(_json_integer)]
+TokensInt = Annotated[int, Field(ge=1, le=32768), BeforeValidator(_json_integer)]
+
+KB_NAME_RULE = "Letters, digits, Chinese characters, '_', '-', '.'; starting with a letter or digit; at most 64."
+NAME_RULES: dict[str, Any] = {
+    "min_length": 1,
+    "max_length": MAX_NAME_LENGTH,
+    "pattern": NAME_PATTERN,
+    "description": KB_NAME_RULE,
+}
+KbNameField = Annotated[str, Field(**NAME_RULES)]  # a knowledge-base name in a body
+KbName = Annotated[str, PathParam(**NAME_RULES)]  # ... in a path
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as declared: 0 is not false
 
 
 class KnowledgeBaseCreate(_Body):
-    name: str = Field(description="Letters, digits, Chinese characters, '_', '-', '.'; at most 64 characters.")
+    name: KbNameField
     description: str = Field("", description="Free text shown in listings.")
     embedding_model: str | None = Field(
         None, description="Must be the server's embedding model (embedding.model) when given; see GET /ready."
@@ -57,15 +83,13 @@ class UploadOut(BaseModel):
 
 class SearchRequest(_Body):
     query: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="The question or keywords.")
-    top_k: int | None = Field(None, **TOP_K.bounds, description="Passages to return (default retrieval.top_k).")
+    top_k: TopKInt | None = Field(None, description="Passages to return (default retrieval.top_k).")
     score_threshold: float | None = Field(
         None, ge=-1.0, le=1.0, description="Minimum cosine similarity of question and passage (default from settings)."
     )
     method: Literal["hybrid", "dense", "bm25"] | None = Field(None, description="Retrieval method (default hybrid).")
     documents: list[str] | None = Field(None, description="Only search these documents (names as listed).")
-    expand_chars: int | None = Field(
-        None, **EXPAND_CHARS.bounds, description="Grow passages with neighbours up to this size."
-    )
+    expand_chars: ExpandInt | None = Field(None, description="Grow passages with neighbours up to this size.")
 
 
 class Passage(BaseModel):
@@ -104,16 +128,16 @@ class ChatRequest(_Body):
     mode: Literal["kb", "search", "chat"] | None = Field(
         None, description="kb (grounded), search (passages only, no model) or chat; default kb with knowledge bases."
     )
-    history: list[Message] | list[list[PairText | None]] = Field(
+    history: list[Message] | list[Annotated[list[PairText | None], Field(min_length=2, max_length=2)]] = Field(
         max_length=MAX_HISTORY_MESSAGES,
         default_factory=list,
         description="Earlier turns: [{role, content}] or langchain-ChatGLM's [[question, answer]].",
     )
-    top_k: int | None = Field(None, **TOP_K.bounds, description="Passages given to the model.")
+    top_k: TopKInt | None = Field(None, description="Passages given to the model.")
     score_threshold: float | None = Field(None, **SCORE.bounds, description="Minimum cosine similarity.")
     documents: list[str] | None = Field(None, description="Only use these documents.")
     temperature: float | None = Field(None, ge=0.0, le=2.0, description="0 = greedy.")
-    max_tokens: int | None = Field(None, ge=1, le=32768, description="Longest answer in tokens.")
+    max_tokens: TokensInt | None = Field(None, description="Longest answer in tokens.")
     stream: bool = Field(False, description="Server-Sent Events: sources, then text deltas, then done.")
 
 
@@ -154,3 +178,54 @@ class ChatOut(BaseModel):
 def history_value(history: Any) -> list[Any]:
     """The history as plain lists/dicts for the chain (which checks its shape)."""
     return [m.model_dump() if isinstance(m, BaseModel) else m for m in history]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="What went wrong, for programs: kb_not_found, invalid_request, too_large, ...")
+    message: str = Field(description="What went wrong and what to do, for people.")
+
+
+class ErrorOut(BaseModel):
+    """Every error of the native routes."""
+
+    error: ErrorDetail
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str = Field(description="invalid_request_error, authentication_error, not_found_error, ...")
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIErrorOut(BaseModel):
+    """Every error under /v1, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
+
+
+_STATUS_TEXT = {
+    400: "A value is missing, unknown or out of range",
+    401: "No API key, or an unknown one",
+    403: "The key may not do this",
+    404: "No such knowledge base, document, job or route",
+    405: "The route does not take this method",
+    409: "In conflict with what exists (a name taken, another embedding model, changed while waiting)",
+    413: "The request body or a file is too large",
+    415: "Unsupported file type",
+    422: "The request does not match the schema, or a file cannot be read",
+    429: "The model's queue is full; retry after Retry-After seconds",
+    500: "A fault on the server's side; the server log has the details",
+    503: "Models not loaded or not configured; retry after Retry-After seconds",
+}
+
+
+# a route that answers JSON, or server-sent events when the request sets stream
+STREAMS: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {"schema": {}}}, "description": "JSON, or server-sent events with stream"}
+}
+
+
+def error_responses(model: type[BaseModel] = ErrorOut) -> dict[int | str, dict[str, Any]]:
+    """The error statuses every route may answer, for its OpenAPI ``responses``."""
+    return {status: {"model": model, "description": text} for status, text in _STATUS_TEXT.items()}

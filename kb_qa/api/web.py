@@ -27,7 +27,8 @@ CSP = (
 def register(app: FastAPI) -> None:
     """Serve the page at ``GET /`` (``POST /`` stays ChatGLM2's drop-in chat route)."""
 
-    @app.get("/", include_in_schema=False)
+    @app.get("/", tags=["web page"], summary="The web page (HTML)", response_class=FileResponse,
+             responses={200: {"content": {"text/html": {}}, "description": "The page"}})  # fmt: skip
     def page() -> FileResponse:
         return FileResponse(
             WEB_DIR / "index.html",

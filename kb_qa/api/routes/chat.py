@@ -9,13 +9,13 @@ from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from kb_qa.api.deps import Read, Svc
-from kb_qa.api.schemas import ChatOut, ChatRequest, history_value
+from kb_qa.api.schemas import STREAMS, ChatOut, ChatRequest, ErrorOut, error_responses, history_value
 from kb_qa.api.streaming import drain, first_event, refuse_when_full, sse
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=error_responses(ErrorOut))
 
 
-@router.post("/chat", dependencies=[Read], response_model=ChatOut,
+@router.post("/chat", dependencies=[Read], response_model=ChatOut, responses=STREAMS,
              summary="Answer from knowledge bases (or plain chat), with sources; stream=true for SSE")  # fmt: skip
 async def chat(body: ChatRequest, services: Svc) -> Any:
     kbs = list(dict.fromkeys([*body.knowledge_bases, *([body.knowledge_base] if body.knowledge_base else [])]))

@@ -8,13 +8,14 @@ from fastapi import APIRouter, Response
 
 from kb_qa.api.deps import Admin, Jobs, Read, Svc
 from kb_qa.api.errors import ApiError
+from kb_qa.api.schemas import ErrorOut, KbName, error_responses
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=error_responses(ErrorOut))
 
 
 @router.post("/knowledge_bases/{kb}/rebuild", status_code=202, dependencies=[Admin],
              summary="Rebuild a knowledge base in the background; poll the returned job")  # fmt: skip
-def rebuild(kb: str, services: Svc, jobs: Jobs, response: Response, recreate: bool = False) -> dict[str, Any]:
+def rebuild(kb: KbName, services: Svc, jobs: Jobs, response: Response, recreate: bool = False) -> dict[str, Any]:
     services.knowledge_bases.get(kb)
     job = jobs.submit("rebuild", kb, lambda job: services.knowledge_bases.rebuild(kb, recreate=recreate,
                                                                                    progress=job))  # fmt: skip

@@ -10,9 +10,10 @@ from fastapi.responses import StreamingResponse
 
 from kb_qa.api import openai_compat
 from kb_qa.api.deps import Read, Svc
+from kb_qa.api.schemas import STREAMS, OpenAIErrorOut, error_responses
 from kb_qa.api.streaming import drain, first_event, next_event, refuse_when_full
 
-router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"], responses=error_responses(OpenAIErrorOut))
 
 
 @router.get("/models", dependencies=[Read], summary="The chat model, and each knowledge base as kb:<name>")
@@ -20,7 +21,7 @@ def v1_models(services: Svc) -> dict[str, Any]:
     return openai_compat.models_payload(services)
 
 
-@router.post("/chat/completions", dependencies=[Read],
+@router.post("/chat/completions", dependencies=[Read], responses=STREAMS,
              summary="Chat completions; model kb:<name> answers from that knowledge base")  # fmt: skip
 async def v1_chat(body: openai_compat.ChatCompletionRequest, services: Svc) -> Any:
     question, arguments = await anyio.to_thread.run_sync(openai_compat.chat_arguments, body, services)

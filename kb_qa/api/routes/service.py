@@ -6,9 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from kb_qa.api.deps import Read, Svc
+from kb_qa.api.schemas import ErrorOut, error_responses
 from kb_qa.errors import KbQaError
 
-router = APIRouter(tags=["service"])
+router = APIRouter(tags=["service"], responses=error_responses(ErrorOut))
 
 
 @router.get("/health", summary="Alive (no key needed)")
