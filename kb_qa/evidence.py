@@ -37,6 +37,7 @@ from vector_store.keyword_index import tokenize
 _CITATION = re.compile(r"\s*[\[【]\d{1,3}(?:\s*[,，、]\s*\d{1,3})*[\]】]")
 MIN_SENTENCE_CHARS = 4
 _CACHE = 2048
+_PREPARED_CACHE = 16  # passage lists (about one per reply in flight)
 
 
 class Encoder(Protocol):
@@ -93,6 +94,9 @@ class EvidenceFinder:
         self.margin = margin
         # sentence vectors, kept between the question's and the answer's highlights of one reply
         self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._prepared_cache: OrderedDict[
+            tuple[str, ...], tuple[list[list[tuple[int, int]]], list[str], list[set[str]], dict[str, float]]
+        ] = OrderedDict()
         self._lock = threading.Lock()
 
     def _sentence_vectors(self, texts: list[str]) -> np.ndarray:
@@ -111,22 +115,40 @@ class EvidenceFinder:
             return self.encoder.encode_passages(texts)
         return np.stack([v for v in found if v is not None])
 
+    def _prepared(
+        self, passages: tuple[str, ...]
+    ) -> tuple[list[list[tuple[int, int]]], list[str], list[set[str]], dict[str, float]]:
+        """The passages' sentences, their tokens and the tokens' idf: computed once per reply (the
+        question's highlights, every citation the checker scores, the answer's highlights)."""
+        with self._lock:
+            found = self._prepared_cache.get(passages)
+            if found is not None:
+                self._prepared_cache.move_to_end(passages)
+                return found
+        cut = [sentences(p) for p in passages]
+        flat = [p[s:e] for p, spans in zip(passages, cut, strict=True) for s, e in spans]
+        sentence_tokens = [set(tokenize(s)) for s in flat]
+        df: Counter[str] = Counter(t for tokens in sentence_tokens for t in tokens)
+        n = len(flat)
+        idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
+        prepared = (cut, flat, sentence_tokens, idf)
+        with self._lock:
+            self._prepared_cache[passages] = prepared
+            while len(self._prepared_cache) > _PREPARED_CACHE:
+                self._prepared_cache.popitem(last=False)
+        return prepared
+
     def signals(
         self, passages: Sequence[str], question: str, answer: str = ""
     ) -> tuple[list[list[tuple[int, int]]], np.ndarray, np.ndarray]:
         """Each passage's sentence spans, and for all sentences in order: (cosine, keyword share)."""
-        cut = [sentences(p) for p in passages]
-        flat = [p[s:e] for p, spans in zip(passages, cut, strict=True) for s, e in spans]
+        cut, flat, sentence_tokens, idf = self._prepared(tuple(passages))
         if not flat:
             return cut, np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
         target = strip_citations(answer) or question
         vectors = self._sentence_vectors(flat)
         query = self.encoder.encode_queries([target])[0]
         meaning = vectors @ query
-        sentence_tokens = [set(tokenize(s)) for s in flat]
-        df: Counter[str] = Counter(t for tokens in sentence_tokens for t in tokens)
-        n = len(flat)
-        idf = {t: math.log(1 + (n - c + 0.5) / (c + 0.5)) for t, c in df.items()}
         wanted: dict[str, float] = dict(Counter(tokenize(target)))
         if answer.strip() and target != question:
             for token in tokenize(question):

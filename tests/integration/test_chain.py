@@ -244,7 +244,7 @@ def test_answer_highlights_follow_what_the_answer_says(qa: Services) -> None:
     assert chinese[best.start : best.end] == "未休完的年假可以顺延至次年3月31日。"
 
 
-def test_citations_are_checked_as_they_stream(qa: Services) -> None:
+def test_citations_are_checked_as_they_stream(qa: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     from kb_qa.evidence import CitationChecker
 
     assert qa.qa.evidence is not None
@@ -255,8 +255,20 @@ def test_citations_are_checked_as_they_stream(qa: Services) -> None:
     answer = (
         "Expenses above CNY 5,000 are signed off by the Chief Financial Officer [1]. Claims are due in ten days [1]."
     )
+    import kb_qa.evidence
+
+    split_calls = 0
+    real_sentences = kb_qa.evidence.sentences
+
+    def counted(text: str) -> list[tuple[int, int]]:
+        nonlocal split_calls
+        split_calls += 1
+        return real_sentences(text)
+
+    monkeypatch.setattr(kb_qa.evidence, "sentences", counted)
     checker = CitationChecker(qa.qa.evidence, passages)
     streamed = "".join(checker.feed(ch) for ch in answer) + checker.flush()  # one character at a time
+    assert split_calls == len(passages)  # the passages are split (and tokenized) once for both citations
     assert streamed == (
         "Expenses above CNY 5,000 are signed off by the Chief Financial Officer [2]. Claims are due in ten days [1]."
     )
