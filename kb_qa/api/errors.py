@@ -14,6 +14,7 @@ the OpenAI SDKs raise their ``BadRequestError``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -92,6 +93,25 @@ def _respond(
     return JSONResponse(error_body(code, message), status_code=status, headers=headers)
 
 
+_NAME_FIELDS = ("name", "kb", "knowledge_base_id")
+
+
+def _name_problem(problems: Sequence[Any]) -> str | None:
+    """When every problem is a knowledge-base name breaking the naming rule: the rule, in words."""
+    from kb_qa.registry import validate_name
+
+    if not problems or any(
+        not p.get("loc") or p["loc"][-1] not in _NAME_FIELDS or p.get("type") == "missing" for p in problems
+    ):
+        return None
+    for problem in problems:
+        try:
+            validate_name(str(problem.get("input", "")))
+        except errors.InvalidName as exc:
+            return str(exc)
+    return None
+
+
 def allowed_methods(app: Any, path: str) -> list[str]:
     """The methods the routes of ``path`` take (one route per method here, so Starlette's own
     ``Allow`` names only the first route's)."""
@@ -132,6 +152,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        named = _name_problem(exc.errors())
+        if named is not None:  # a knowledge-base name: the naming rule in words, not its regex
+            return _respond(request, 400, "invalid_name", named, param="name")
         problems, fields = [], []
         for item in exc.errors():
             where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"

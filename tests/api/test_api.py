@@ -74,7 +74,8 @@ def test_knowledge_base_lifecycle_and_errors(hb: TestClient) -> None:
     duplicate = hb.post("/knowledge_bases", json={"name": "hb"})
     assert duplicate.status_code == 409 and error(duplicate)["code"] == "kb_exists"
     bad = hb.post("/knowledge_bases", json={"name": "../evil"})
-    assert bad.status_code == 422 and "name" in error(bad)["message"]  # the schema has the naming rule
+    assert bad.status_code == 400 and error(bad)["code"] == "invalid_name"  # the rule in words, not its regex
+    assert "letters, digits" in error(bad)["message"]
     missing = hb.get("/knowledge_bases/nope")
     assert missing.status_code == 404 and "nope" in error(missing)["message"]
     assert hb.post("/knowledge_bases", json={"name": "x", "colour": "red"}).status_code == 422
