@@ -74,10 +74,11 @@ def _api_sources_ms(base: str, question: str, max_tokens: int) -> float:
             "max_tokens": max_tokens}  # fmt: skip
     started = time.perf_counter()
     with httpx.stream("POST", base + "/chat", json=body, timeout=300) as response:
-        for line in response.iter_lines():
+        lines = response.iter_lines()  # one iterator: a response streams once
+        for line in lines:
             if line.startswith("event: sources"):
                 at = time.perf_counter()
-                for _ in response.iter_lines():  # let the answer finish before the next question
+                for _ in lines:  # let the answer finish before the next question
                     pass
                 return 1000 * (at - started)
     raise RuntimeError("no sources event")
