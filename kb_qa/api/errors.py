@@ -79,7 +79,7 @@ def is_openai_path(request: Request) -> bool:
     return request.url.path.startswith("/v1/")
 
 
-def _respond(
+def respond(
     request: Request,
     status: int,
     code: str,
@@ -142,7 +142,7 @@ def error_response(request: Request, exc: errors.KbQaError) -> JSONResponse:
     headers = dict(exc.headers) if isinstance(exc, ApiError) else {}
     if status in (429, 503):
         headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
-    return _respond(request, status, exc.code, str(exc), headers, getattr(exc, "param", None))
+    return respond(request, status, exc.code, str(exc), headers, getattr(exc, "param", None))
 
 
 def install(app: FastAPI) -> None:
@@ -154,7 +154,7 @@ def install(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         named = _name_problem(exc.errors())
         if named is not None:  # a knowledge-base name: the naming rule in words, not its regex
-            return _respond(request, 400, "invalid_name", named, param="name")
+            return respond(request, 400, "invalid_name", named, param="name")
         problems, fields = [], []
         for item in exc.errors():
             where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
@@ -164,8 +164,8 @@ def install(app: FastAPI) -> None:
             param, kind = fields[0] if fields else (None, "")
             param = param.split(".")[0] if param else param  # the request's field, not pydantic's union member
             code = "missing_required_parameter" if kind == "missing" else "invalid_value"
-            return _respond(request, 400, code, "; ".join(problems), param=param)
-        return _respond(request, 422, "invalid_request", "; ".join(problems))
+            return respond(request, 400, code, "; ".join(problems), param=param)
+        return respond(request, 422, "invalid_request", "; ".join(problems))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -173,9 +173,9 @@ def install(app: FastAPI) -> None:
         headers = dict(getattr(exc, "headers", None) or {})
         if exc.status_code == 405:  # every method of the path, not only those of the first route that matched
             headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
-        return _respond(request, exc.status_code, code, str(exc.detail), headers)
+        return respond(request, exc.status_code, code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _respond(request, 500, "internal", "internal error; the server log has the details")
+        return respond(request, 500, "internal", "internal error; the server log has the details")

@@ -12,7 +12,6 @@ removes those of processes that no longer run (a killed server) at start-up.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -21,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+
+from kb_qa.api.errors import respond
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,7 @@ class BodyLimit:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, send)
+            await self._refuse(scope, receive, send)
             return
         seen = 0
         started = False
@@ -76,20 +78,13 @@ class BodyLimit:
             await self.app(scope, limited_receive, watching_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(scope, send)
+                await self._refuse(scope, receive, send)
 
-    async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
+    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """413 in the API's error shape (OpenAI's under /v1), as every other error."""
         message = too_large_message(self.max_bytes)
-        if str(scope.get("path", "")).startswith("/v1/"):
-            body: dict[str, Any] = {"error": {"message": message, "type": "invalid_request_error", "param": None,
-                                              "code": "too_large"}}  # fmt: skip
-        else:
-            body = {"error": {"code": "too_large", "message": message}}
-        data = json.dumps(body).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                   (b"connection", b"close")]  # fmt: skip
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        response = respond(Request(scope), 413, "too_large", message, {"Connection": "close"})
+        await response(scope, receive, send)
 
 
 def upload_dir(parent: Path | None = None) -> tempfile.TemporaryDirectory[str]:

@@ -369,14 +369,7 @@ class _ChatGLM2Streamer(TokenStreamer):
         self.response = ResponseStream()
         self.complete = ""
 
-    def put(self, value: Any) -> None:
-        if not self._skipped_prompt:  # generate() first hands over the prompt itself
-            self._skipped_prompt = True
-            return
-        self._ids.extend(int(v) for v in value.reshape(-1).tolist())
-        text = self.tokenizer.decode(self._ids)
-        if text.endswith("\ufffd"):
-            return
+    def show(self, text: str) -> None:
         self.complete = text
         delta = self.response.feed(text)
         if delta:

@@ -79,6 +79,10 @@ class TokenStreamer:
         text = self.tokenizer.decode(self._ids, skip_special_tokens=True)
         if text.endswith("\ufffd"):
             return
+        self.show(text)
+
+    def show(self, text: str) -> None:
+        """Queue what is new in ``text``, the whole answer so far (whole characters only)."""
         if len(text) > self._sent:
             self.queue.put(text[self._sent :])
             self._sent = len(text)
