@@ -356,7 +356,11 @@ class KnowledgeBaseService:
     def _remember(self, info: KnowledgeBaseInfo, store: FaissStore) -> None:
         """Keep the store a write just saved as the reader (no reopening from disk)."""
         self._readers[info.name] = store
-        self._reader_keys[info.name] = (info.created_at, *_generation_identity(self.store_dir(info.name)))
+        self._reader_keys[info.name] = self._reader_key(info)
+
+    def _reader_key(self, info: KnowledgeBaseInfo) -> tuple[object, ...]:
+        """Which knowledge base and which generation a reader holds (equal: nothing changed since)."""
+        return (info.created_at, *_generation_identity(self.store_dir(info.name)))
 
     def reader(self, name: str) -> FaissStore:
         """The knowledge base's store for reading, reopened when any writer — this process, the CLI,
@@ -365,7 +369,7 @@ class KnowledgeBaseService:
         info = self.registry.get_kb(name)
         self._check_model(info)
         cached = self._readers.get(name)
-        key = (info.created_at, *_generation_identity(self.store_dir(name)))
+        key = self._reader_key(info)  # taken before opening: a switch meanwhile reopens next time
         if cached is None or self._reader_keys.get(name) != key:
             cached = self._open_store(info)
             self._readers[name] = cached

@@ -28,15 +28,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kb_qa.api.deps import Admin, Read, Svc
 from kb_qa.api.errors import ApiError
-from kb_qa.api.schemas import NAME_RULES, KbNameField, TokensInt, error_responses
+from kb_qa.api.schemas import NAME_RULES, KbNameField, Pair, TokensInt, error_responses
 from kb_qa.api.uploads import ingest_uploads
-from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_MESSAGE_CHARS, MAX_QUESTION_CHARS
+from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_QUESTION_CHARS
 from kb_qa.errors import KnowledgeBaseNotFound
 from kb_qa.services import Services
-
-Pair = Annotated[
-    list[Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]], Field(min_length=2, max_length=2)
-]  # [question, answer]
 
 
 class GlmRequest(BaseModel):

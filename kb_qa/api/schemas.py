@@ -112,6 +112,9 @@ class SearchOut(BaseModel):
 
 
 PairText = Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+# langchain-ChatGLM's history entry [question, answer] (the answer may be null where not yet given)
+Pair = Annotated[list[PairText], Field(min_length=2, max_length=2)]
+OpenPair = Annotated[list[PairText | None], Field(min_length=2, max_length=2)]
 
 
 class Message(BaseModel):
@@ -128,7 +131,7 @@ class ChatRequest(_Body):
     mode: Literal["kb", "search", "chat"] | None = Field(
         None, description="kb (grounded), search (passages only, no model) or chat; default kb with knowledge bases."
     )
-    history: list[Message] | list[Annotated[list[PairText | None], Field(min_length=2, max_length=2)]] = Field(
+    history: list[Message] | list[OpenPair] = Field(
         max_length=MAX_HISTORY_MESSAGES,
         default_factory=list,
         description="Earlier turns: [{role, content}] or langchain-ChatGLM's [[question, answer]].",
