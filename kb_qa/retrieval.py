@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -173,20 +173,7 @@ class _Passage:
         return min(self.chunks) - 1 <= ordinal <= max(self.chunks) + 1
 
     def text(self) -> str:
-        parts: list[str] = []
-        end = None
-        for _, chunk in sorted(self.chunks.items()):
-            start, stop = int(chunk.metadata.get("start", 0)), int(chunk.metadata.get("end", 0))
-            if end is None:
-                parts.append(chunk.text)
-            elif stop <= end:
-                continue
-            elif start < end:
-                parts.append(chunk.text[end - start :])
-            else:
-                parts.append("\n" + chunk.text)
-            end = stop if end is None else max(end, stop)
-        return "".join(parts)
+        return join_chunks(c for _, c in sorted(self.chunks.items()))
 
     def to_hit(self) -> SearchHit:
         ordered = [c for _, c in sorted(self.chunks.items())]
@@ -208,6 +195,46 @@ class _Passage:
             rerank_score=None if best.rerank is None else round(best.rerank, 6),
             chunk_ids=[c.id for c in ordered],
         )
+
+
+def join_chunks(chunks: Iterable[StoredChunk]) -> str:
+    """The text of consecutive chunks of one piece (in order), their overlaps counted once."""
+    parts: list[str] = []
+    end = None
+    for chunk in chunks:
+        start, stop = int(chunk.metadata.get("start", 0)), int(chunk.metadata.get("end", 0))
+        if end is None:
+            parts.append(chunk.text)
+        elif stop <= end:
+            continue
+        elif start < end:
+            parts.append(chunk.text[end - start :])
+        else:
+            parts.append("\n" + chunk.text)
+        end = stop if end is None else max(end, stop)
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class DocumentPiece:
+    """One piece (page, slide, sheet, section) of an indexed document, as the index holds it."""
+
+    page: int | None
+    heading: str
+    text: str
+
+
+def document_pieces(store: FaissStore, doc: str) -> list[DocumentPiece]:
+    """The indexed text of ``doc``, piece by piece in reading order (chunks joined, overlaps once)."""
+    pieces: dict[object, list[StoredChunk]] = {}
+    for chunk in store.chunks_of(doc):
+        pieces.setdefault(_piece(chunk), []).append(chunk)
+    out = []
+    for chunks in pieces.values():
+        chunks.sort(key=_ordinal)
+        meta = chunks[0].metadata
+        out.append(DocumentPiece(meta.get("page"), meta.get("heading") or "", join_chunks(chunks)))
+    return out
 
 
 def _ordinal(chunk: StoredChunk) -> int:

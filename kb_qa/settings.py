@@ -138,6 +138,7 @@ class ServerSettings(_Section):
     cors_origins: Annotated[list[str], BeforeValidator(_key_list)] = Field(default_factory=list)
     max_request_mb: float = Field(1024, gt=0)
     public_docs: bool = False
+    mcp: bool = True
 
 
 class Settings(_Section):

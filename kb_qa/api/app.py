@@ -9,18 +9,20 @@ one event at a time (:mod:`kb_qa.api.streaming`). Routes: one router per domain 
 originals in :mod:`kb_qa.api.legacy`, the page in :mod:`kb_qa.api.web`. Errors:
 :mod:`kb_qa.api.errors`. Keys: ``server.api_keys`` (read, search, chat) and ``server.admin_keys``
 (also change knowledge bases); with none set the API is open. ``POST /`` is ChatGLM2's drop-in route.
+``/mcp`` is the MCP server's streamable HTTP transport (:mod:`kb_qa.mcp_server`; ``server.mcp``).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import asynccontextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 
 from kb_qa.api import errors as api_errors
 from kb_qa.api import legacy, web
@@ -31,6 +33,9 @@ from kb_qa.api.routes import AFTER_LEGACY, ROUTERS
 from kb_qa.errors import KbQaError
 from kb_qa.services import Services, build_services
 from kb_qa.settings import Settings
+
+if TYPE_CHECKING:
+    from kb_qa.mcp_server import McpEndpoint
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +61,8 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
                 readiness["error"] = str(exc)
                 log.error("models failed to load: %s", exc)
         readiness["ready"] = readiness["error"] is None
-        yield
+        async with mcp.running() if mcp is not None else nullcontext():
+            yield
         jobs.shutdown()
 
     keyed = bool(settings.server.api_keys or settings.server.admin_keys) and not settings.server.public_docs
@@ -85,6 +91,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
         )
     for router in ROUTERS:
         app.include_router(router)
+    mcp = _mcp_endpoint(app) if settings.server.mcp else None
     legacy.register(app)
     web.register(app)
     for router in AFTER_LEGACY:
@@ -110,6 +117,20 @@ def _docs_behind_keys(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False, dependencies=[Read])
     def redoc() -> HTMLResponse:
         return get_redoc_html(openapi_url="/openapi.json", title="kb-qa")
+
+
+def _mcp_endpoint(app: FastAPI) -> McpEndpoint:
+    """MCP's streamable HTTP transport at /mcp, over the app's services (see :mod:`kb_qa.mcp_server`)."""
+    from kb_qa.mcp_server import McpEndpoint, build_mcp
+
+    settings: Settings = app.state.settings
+    endpoint = McpEndpoint(
+        build_mcp(lambda: app.state.services),
+        host=settings.server.host,
+        max_request_bytes=int(settings.server.max_request_mb * 1024 * 1024),
+    )
+    app.router.routes.append(Route("/mcp", endpoint=endpoint, methods=["GET", "POST", "DELETE"]))
+    return endpoint
 
 
 def _load_models(services: Services) -> None:

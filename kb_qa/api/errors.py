@@ -112,6 +112,15 @@ def _name_problem(problems: Sequence[Any]) -> str | None:
     return None
 
 
+def _where(problem: Any) -> str:
+    return ".".join(str(p) for p in problem.get("loc", ()) if p != "body") or "body"
+
+
+def describe_problems(problems: Sequence[Any]) -> str:
+    """Validation problems (pydantic's ``errors()``) in one line: ``field: what is wrong; …``."""
+    return "; ".join(f"{_where(p)}: {p.get('msg', 'invalid')}" for p in problems)
+
+
 def allowed_methods(app: Any, path: str) -> list[str]:
     """The methods the routes of ``path`` take (one route per method here, so Starlette's own
     ``Allow`` names only the first route's)."""
@@ -155,17 +164,13 @@ def install(app: FastAPI) -> None:
         named = _name_problem(exc.errors())
         if named is not None:  # a knowledge-base name: the naming rule in words, not its regex
             return respond(request, 400, "invalid_name", named, param="name")
-        problems, fields = [], []
-        for item in exc.errors():
-            where = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
-            problems.append(f"{where}: {item.get('msg', 'invalid')}")
-            fields.append((where, item.get("type", "")))
+        fields = [(_where(item), item.get("type", "")) for item in exc.errors()]
         if is_openai_path(request):  # OpenAI: param names the (first) field, code says missing or invalid
             param, kind = fields[0] if fields else (None, "")
             param = param.split(".")[0] if param else param  # the request's field, not pydantic's union member
             code = "missing_required_parameter" if kind == "missing" else "invalid_value"
-            return respond(request, 400, code, "; ".join(problems), param=param)
-        return respond(request, 422, "invalid_request", "; ".join(problems))
+            return respond(request, 400, code, describe_problems(exc.errors()), param=param)
+        return respond(request, 422, "invalid_request", describe_problems(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -9,7 +9,7 @@ a file failed exits with status 1 after listing each failure and its reason.
 - :mod:`.models`: ``models provision``, ``llm info``;
 - :mod:`.answer`: ``ask`` and ``chat``;
 - :mod:`.evaluate`: ``eval retrieval|answers``;
-- :mod:`.serve`: ``serve``.
+- :mod:`.serve`: ``serve`` and ``mcp`` (the MCP server over stdio).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``kb-qa serve``: the HTTP API and the web page."""
+"""``kb-qa serve``: the HTTP API and the web page; ``kb-qa mcp``: the MCP server over stdio."""
 
 from __future__ import annotations
 
@@ -29,3 +29,26 @@ def serve(
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
     out.print(f"kb-qa: web page at http://{shown}:{port}/ , API docs at http://{shown}:{port}/docs", highlight=False)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@app.command("mcp")
+def mcp(
+    root: RootOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Serve kb-qa to an MCP client (a desktop assistant, an IDE) over stdin/stdout.
+
+    The client starts this command itself; register it in the client's settings, e.g.
+    {"mcpServers": {"kb-qa": {"command": "kb-qa", "args": ["mcp", "--root", "/path/to/knowledge_base"]}}}.
+    Tools: list_knowledge_bases, list_documents, search, ask; each document's text is a resource.
+    The local user is trusted (no keys), as with the other commands. Over HTTP the same server is at
+    /mcp of `kb-qa serve`. Logs go to stderr; stdout carries only the protocol.
+    """
+    from kb_qa.mcp_server import run_stdio
+    from kb_qa.services import build_services
+
+    overrides: dict[str, Any] = {"paths": {"kb_root": str(root.resolve())}} if root else {}
+    with _errors():
+        settings = load_settings(config, overrides=overrides)
+        services = build_services(settings)
+    run_stdio(services)
