@@ -42,6 +42,7 @@ class KnowledgeBaseInfo:
     source_dir: str | None = None
     document_count: int = 0
     chunk_count: int = 0
+    generation: int = 0  # the index generation the registry's document rows describe (0: none yet)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -222,10 +222,8 @@ class Pipeline:
             report.embedded_chunks += self._embed_and_add(store, group)
             for entry in group:
                 run.indexed(entry)
-        if store.dirty:
-            store.save()
         report.seconds = time.perf_counter() - started
-        return run
+        return run  # unsaved: the caller commits the store and the registry together
 
     def _prepare_all(self, todo: list[Item], run: IngestRun) -> Iterator[list[Prepared]]:
         """Load and split files on worker threads; yield groups of finished files to embed."""

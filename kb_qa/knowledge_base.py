@@ -34,6 +34,7 @@ from kb_qa.ingest import Pipeline, Progress
 from kb_qa.registry import Registry, validate_name
 from loaders import DEFAULT_LIMITS, Limits, Loader, LoadError, TextSplitter
 from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
+from vector_store.faiss_store import read_commit
 
 log = logging.getLogger(__name__)
 
@@ -161,15 +162,20 @@ class KnowledgeBaseService:
         :raises InvalidName: for a bad name. :raises KnowledgeBaseExists: when it exists.
         """
         validate_name(name)
+        if not any(kb.name == name for kb in self.registry.list_kbs()):
+            # what a deletion killed part-way left behind must not come back in the new one (a writer
+            # still waiting on the deleted one finds a new identity once it holds the lock: it writes nothing)
+            shutil.rmtree(self.store_dir(name), ignore_errors=True)
+            shutil.rmtree(self.content_dir(name), ignore_errors=True)
         info = self.registry.create_kb(name, description, self.embeddings.name, self.embeddings.dimension)
         self.content_dir(name).mkdir(parents=True, exist_ok=True)
         return info
 
     def get(self, name: str) -> KnowledgeBaseInfo:
-        return self.registry.get_kb(name)
+        return self._catch_up(self.registry.get_kb(name))
 
     def list_all(self) -> list[KnowledgeBaseInfo]:
-        return self.registry.list_kbs()
+        return [self._catch_up(info) for info in self.registry.list_kbs()]
 
     def delete(self, name: str) -> None:
         """Delete a knowledge base, its index and its copies of files."""
@@ -182,7 +188,7 @@ class KnowledgeBaseService:
         shutil.rmtree(self.kb_dir(name), ignore_errors=True)
 
     def files(self, name: str) -> list[DocumentRecord]:
-        self.registry.get_kb(name)
+        self._catch_up(self.registry.get_kb(name))
         return self.registry.documents(name)
 
     def _check_model(self, info: KnowledgeBaseInfo) -> None:
@@ -276,10 +282,7 @@ class KnowledgeBaseService:
             store = self._open_store(info)
             for key in keys:
                 store.delete(key)
-            if store.dirty:
-                store.save()
-            self.registry.apply([], [(name, k) for k in keys])
-            self._remember(info, store)
+            self._commit(info, store, [], [(name, k) for k in keys])
             content = self.content_dir(name).resolve()
             for key in keys:
                 copy = (self.content_dir(name) / key).resolve()
@@ -312,9 +315,9 @@ class KnowledgeBaseService:
             else:
                 directory = Path(info.source_dir) if info.source_dir else self.content_dir(name)
                 directory.mkdir(parents=True, exist_ok=True)
-            if recreate:
-                shutil.rmtree(self.store_dir(name), ignore_errors=True)
+            if recreate:  # the registry first: killed in between, the old index re-fills it at the next open
                 self.registry.clear_documents(name)
+                shutil.rmtree(self.store_dir(name), ignore_errors=True)
                 self._readers.pop(name, None)
                 if info.embedding_model != self.embeddings.name:
                     self.registry.delete_kb(name)
@@ -341,17 +344,65 @@ class KnowledgeBaseService:
         existing = {r.path: r for r in self.registry.documents(info.name)}
         run = self.pipeline.run(store, items, existing, remove_missing=remove_missing, report=report,
                                 progress=progress, checked=checked)  # fmt: skip
-        self.registry.apply(run.upserts, run.deletes)
+        self._commit(info, store, run.upserts, run.deletes)
+
+    def _commit(
+        self, info: KnowledgeBaseInfo, store: FaissStore, upserts: list[DocumentRecord], deletes: list[tuple[str, str]]
+    ) -> None:
+        """The one commit point of a write: the store's new generation carries the document rows the
+        registry must hold once it is live (``commit.N.json``), then the registry takes them.
+
+        A process killed between the two leaves the registry one generation behind; whoever opens
+        the store next brings the registry in line from the generation (:meth:`_reconcile`), so
+        listings and search agree without a rebuild."""
+        if store.dirty:
+            rows = {r.path: r for r in self.registry.documents(info.name)}
+            for _, key in deletes:
+                rows.pop(key, None)
+            rows.update({r.path: r for r in upserts})
+            store.save(commit={"created_at": info.created_at, "documents": [r.to_dict() for r in rows.values()]})
+        self.registry.apply(upserts, deletes, generation=(info.name, store.generation))
         self._remember(info, store)
 
     # ---------------------------------------------------------------- reading
     def _open_store(self, info: KnowledgeBaseInfo) -> FaissStore:
+        self._catch_up(info)
+        directory = self.store_dir(info.name)
         try:
-            return FaissStore.open(self.store_dir(info.name), info.dimension, self.index_options)
+            store = FaissStore.open(directory, info.dimension, self.index_options)
+            commit = store.read_commit()
         except StoreError as exc:
             raise IndexUnreadable(
                 f"the index of '{info.name}' cannot be read ({exc}); run `kb-qa kb rebuild {info.name} --recreate`"
             ) from exc
+        if commit is not None and commit.get("created_at") != info.created_at:
+            # left by a knowledge base of the same name whose deletion was killed part-way: never
+            # answer from it; the next write replaces it
+            log.warning("ignoring the index in %s: it belongs to a deleted knowledge base '%s'", directory, info.name)
+            return FaissStore(directory, info.dimension, self.index_options)
+        return store
+
+    def _catch_up(self, info: KnowledgeBaseInfo) -> KnowledgeBaseInfo:
+        """``info`` with the registry brought forward to the live index generation, when a writer was
+        killed between the two steps of :meth:`_commit`: the rows the generation recorded replace the
+        knowledge base's rows. Only ever forwards; costs a read of ``CURRENT`` when nothing is behind."""
+        directory = self.store_dir(info.name)
+        generation = _current_generation(directory)
+        if generation <= info.generation:
+            return info
+        try:
+            commit = read_commit(directory, generation)
+        except StoreError:
+            return info  # opening the store says what is wrong
+        if not commit or commit.get("created_at") != info.created_at:
+            return info  # written before commit records existed, or another knowledge base's
+        rows = [DocumentRecord(**row) for row in commit.get("documents", [])]
+        if self.registry.reconcile(info.name, info.created_at, generation, rows):
+            log.warning(
+                "the registry of '%s' was behind its index (a write was interrupted); brought in line with "
+                "generation %d: %d documents", info.name, generation, len(rows),
+            )  # fmt: skip
+        return self.registry.get_kb(info.name)
 
     def _remember(self, info: KnowledgeBaseInfo, store: FaissStore) -> None:
         """Keep the store a write just saved as the reader (no reopening from disk)."""
@@ -366,7 +417,7 @@ class KnowledgeBaseService:
         """The knowledge base's store for reading, reopened when any writer — this process, the CLI,
         another server — saved a newer one, or deleted and re-created the knowledge base (its
         generations then count from 1 again: the identity of the generation pointer tells)."""
-        info = self.registry.get_kb(name)
+        info = self._catch_up(self.registry.get_kb(name))
         self._check_model(info)
         cached = self._readers.get(name)
         key = self._reader_key(info)  # taken before opening: a switch meanwhile reopens next time

@@ -27,7 +27,8 @@ CREATE TABLE IF NOT EXISTS knowledge_bases (
     embedding_model TEXT NOT NULL,
     dimension INTEGER NOT NULL,
     created_at TEXT NOT NULL,
-    source_dir TEXT
+    source_dir TEXT,
+    generation INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS documents (
     kb TEXT NOT NULL REFERENCES knowledge_bases(name) ON DELETE CASCADE,
@@ -77,6 +78,13 @@ def _registry_problem(path: Path, exc: sqlite3.DatabaseError) -> str:
     return f"the registry {path} cannot be used ({text})"
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a registry written by an earlier version up to this schema."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(knowledge_bases)")}
+    if "generation" not in columns:
+        db.execute("ALTER TABLE knowledge_bases ADD COLUMN generation INTEGER NOT NULL DEFAULT 0")
+
+
 class Registry:
     """Knowledge bases and documents in ``path`` (an SQLite file)."""
 
@@ -105,6 +113,7 @@ class Registry:
             if not self._ready:
                 connection.execute("PRAGMA journal_mode = WAL")
                 connection.executescript(_SCHEMA)
+                _migrate(connection)
                 self._ready = True
             with connection:  # one transaction, committed on success
                 yield connection
@@ -167,20 +176,50 @@ class Registry:
             rows = db.execute("SELECT * FROM documents WHERE kb = ? ORDER BY path", (kb,)).fetchall()
         return [DocumentRecord(**dict(r)) for r in rows]
 
-    def apply(self, upserts: Iterable[DocumentRecord], deletes: Iterable[tuple[str, str]] = ()) -> None:
-        """Write document rows and remove ``(kb, path)`` rows in one transaction."""
+    def apply(
+        self,
+        upserts: Iterable[DocumentRecord],
+        deletes: Iterable[tuple[str, str]] = (),
+        generation: tuple[str, int] | None = None,
+    ) -> None:
+        """Write document rows and remove ``(kb, path)`` rows in one transaction.
+
+        :param generation: ``(kb, n)``: the rows now describe index generation ``n`` of ``kb``.
+        """
         with self._connect() as db:
             db.executemany("DELETE FROM documents WHERE kb = ? AND path = ?", list(deletes))
-            db.executemany(
-                "INSERT OR REPLACE INTO documents (kb, path, source, sha256, size, mtime, loader, chunk_count, "
-                "status, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (r.kb, r.path, r.source, r.sha256, r.size, r.mtime, r.loader, r.chunk_count, r.status,
-                     r.error, r.updated_at)
-                    for r in upserts
-                ],
-            )  # fmt: skip
+            _insert(db, upserts)
+            if generation is not None:
+                db.execute("UPDATE knowledge_bases SET generation = ? WHERE name = ?", (generation[1], generation[0]))
+
+    def reconcile(self, kb: str, created_at: str, generation: int, rows: Iterable[DocumentRecord]) -> bool:
+        """Make ``kb``'s document rows exactly ``rows``, as index generation ``generation`` recorded
+        them, unless the registry already describes that generation or a later one (or the knowledge
+        base was deleted or re-created meanwhile). One transaction; whether anything changed."""
+        with self._connect() as db:
+            found = db.execute(
+                "SELECT generation FROM knowledge_bases WHERE name = ? AND created_at = ?", (kb, created_at)
+            ).fetchone()
+            if found is None or found[0] >= generation:
+                return False
+            db.execute("DELETE FROM documents WHERE kb = ?", (kb,))
+            _insert(db, rows)
+            db.execute("UPDATE knowledge_bases SET generation = ? WHERE name = ?", (generation, kb))
+            return True
 
     def clear_documents(self, kb: str) -> None:
         with self._connect() as db:
             db.execute("DELETE FROM documents WHERE kb = ?", (kb,))
+            db.execute("UPDATE knowledge_bases SET generation = 0 WHERE name = ?", (kb,))
+
+
+def _insert(db: sqlite3.Connection, rows: Iterable[DocumentRecord]) -> None:
+    db.executemany(
+        "INSERT OR REPLACE INTO documents (kb, path, source, sha256, size, mtime, loader, chunk_count, "
+        "status, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (r.kb, r.path, r.source, r.sha256, r.size, r.mtime, r.loader, r.chunk_count, r.status, r.error,
+             r.updated_at)
+            for r in rows
+        ],
+    )  # fmt: skip

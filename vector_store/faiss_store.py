@@ -17,7 +17,8 @@ cosines; only which chunks are proposed can differ (bench/query.py measures how 
 
 **Files.** ``<dir>/CURRENT`` names the live generation ``N``; ``index.N.faiss`` holds the vectors,
 ``chunks.N.jsonl`` the chunk records (a header line, then one JSON object per chunk) and
-``keywords.N.npz`` the keyword index. A save
+``keywords.N.npz`` the keyword index, ``commit.N.json`` (optional) what the registry must say about
+this generation (the knowledge base's one commit point, see :mod:`kb_qa.knowledge_base`). A save
 writes generation ``N+1`` beside the old one (write, fsync, rename), then replaces ``CURRENT`` the
 same way. A crash at any point leaves ``CURRENT`` naming a complete generation, and a reader that
 opens the store never sees a half-written one. The generation before the live one is kept, so a
@@ -101,6 +102,36 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def current_generation(directory: Path) -> int:
+    """The live generation of the store in ``directory`` (0: none yet).
+
+    :raises StoreError: when ``CURRENT`` is damaged.
+    """
+    try:
+        text = (directory / "CURRENT").read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{directory}/CURRENT cannot be read ({exc})") from exc
+    if not text.isdigit():
+        raise StoreError(f"{directory}/CURRENT is damaged ({text[:20]!r})")
+    return int(text)
+
+
+def read_commit(directory: Path, generation: int) -> Any:
+    """The record :meth:`FaissStore.save` kept with ``generation`` (``None``: none was, or no generation).
+
+    :raises StoreError: when it is there but damaged.
+    """
+    path = directory / f"commit.{generation}.json"
+    if generation == 0 or not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{path} is damaged: {exc}") from exc
+
+
 class FaissStore:
     """Chunks and their vectors, added and deleted by document.
 
@@ -144,13 +175,7 @@ class FaissStore:
         raise StoreError(f"{directory}: the generation named by CURRENT keeps disappearing")
 
     def _current_generation(self) -> int | None:
-        try:
-            text = (self.directory / "CURRENT").read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            return None
-        if not text.isdigit():
-            raise StoreError(f"{self.directory}/CURRENT is damaged ({text[:20]!r})")
-        return int(text)
+        return current_generation(self.directory) or None
 
     def _load(self, generation: int) -> None:
         import faiss
@@ -315,8 +340,13 @@ class FaissStore:
     def dirty(self) -> bool:
         return self._dirty
 
-    def save(self) -> None:
-        """Write a new generation atomically and make it the live one."""
+    def save(self, commit: Any = None) -> None:
+        """Write a new generation atomically and make it the live one.
+
+        :param commit: a JSON-serialisable record saved with the generation (``commit.N.json``,
+            written before ``CURRENT`` switches; :meth:`read_commit`): what whoever keeps books
+            about this store — the knowledge-base registry — must say once this generation is live.
+        """
         import faiss
 
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -339,11 +369,18 @@ class FaissStore:
         self._refresh_ann()
         if self._ann is not None:
             _fsync_write(self.directory / f"ann.{generation}.faiss", lambda tmp: faiss.write_index(self._ann, str(tmp)))
+        if commit is not None:
+            text = json.dumps(commit, ensure_ascii=False)
+            _fsync_write(self.directory / f"commit.{generation}.json", lambda t: t.write_text(text, encoding="utf-8"))
         _fsync_write(self.directory / "CURRENT", lambda tmp: tmp.write_text(f"{generation}\n", encoding="ascii"))
         _fsync_dir(self.directory)
         self.generation = generation
         self._dirty = False
         self._remove_old(keep={generation, generation - 1})
+
+    def read_commit(self) -> Any:
+        """The record saved with the open generation by :meth:`save` (``None``: none was, or no generation)."""
+        return read_commit(self.directory, self.generation)
 
     def _refresh_ann(self) -> None:
         """Train (or drop) the IVF index as the options and the store's size call for."""
@@ -375,7 +412,7 @@ class FaissStore:
     def _remove_old(self, keep: set[int]) -> None:
         for path in self.directory.iterdir():
             parts = path.name.split(".")
-            kinds = ("index", "chunks", "keywords", "ann")
+            kinds = ("index", "chunks", "keywords", "ann", "commit")
             generation_file = len(parts) == 3 and parts[0] in kinds and parts[1].isdigit()
             if (generation_file and int(parts[1]) not in keep) or path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)

@@ -40,6 +40,33 @@ def test_registry_round_trip(tmp_path: Path) -> None:
     assert registry.documents("hb") == []  # rows went with the knowledge base
 
 
+def test_reconcile_only_moves_the_registry_forward(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "registry.sqlite3")
+    info = registry.create_kb("hb", "", "m", 384)
+    old = DocumentRecord("hb", "a.md", "/x/a.md", "0" * 64, 10, 1.0, "markdown", 3, "indexed", None, "t")
+    new = DocumentRecord("hb", "b.md", "/x/b.md", "1" * 64, 10, 1.0, "markdown", 2, "indexed", None, "t")
+    registry.apply([old], generation=("hb", 4))
+    assert not registry.reconcile("hb", info.created_at, 4, [new])  # already there
+    assert not registry.reconcile("hb", info.created_at, 3, [new])  # behind: never backwards
+    assert not registry.reconcile("hb", "another identity", 5, [new])  # a re-created namesake
+    assert [d.path for d in registry.documents("hb")] == ["a.md"]
+    assert registry.reconcile("hb", info.created_at, 5, [new])
+    assert [d.path for d in registry.documents("hb")] == ["b.md"] and registry.get_kb("hb").generation == 5
+
+
+def test_a_registry_of_an_earlier_version_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "registry.sqlite3"
+    with sqlite3.connect(path) as db:  # the schema before index generations were recorded
+        db.execute("CREATE TABLE knowledge_bases (name TEXT PRIMARY KEY, description TEXT NOT NULL DEFAULT '', "
+                   "embedding_model TEXT NOT NULL, dimension INTEGER NOT NULL, created_at TEXT NOT NULL, "
+                   "source_dir TEXT)")  # fmt: skip
+        db.execute("INSERT INTO knowledge_bases VALUES ('hb', 'd', 'm', 384, 't', NULL)")
+    info = Registry(path).get_kb("hb")
+    assert (info.name, info.description, info.generation) == ("hb", "d", 0)
+
+
 def test_settings_defaults_env_and_overrides(tmp_path: Path) -> None:
     settings = load_settings(environ={})
     assert settings.embedding.model == "multilingual-e5-small"
