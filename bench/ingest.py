@@ -11,6 +11,9 @@ Corpus: the Markdown files of ../shared/data/corpus/zh-laws and corpus/fastapi-d
     same files with the same model, against ours; target >= 2x. Retrieval quality of both is measured
     on the shared QA sets (article-level docs/, hit@5 = a top-5 chunk contains a gold answer).
 (c) a second rebuild of the unchanged corpus against the first; target <= 2%.
+(d) files read in parser processes (ingest.isolate_parsers, the default) against in this process:
+    end-to-end rebuild seconds of the same corpus, alternating; target: within 5 %.
+    `--only-isolation` runs (d) alone.
 Prints the figures and writes docs/benchmarks/ingest.json (docs/benchmarks.md quotes them).
 """
 
@@ -30,11 +33,40 @@ from kb_qa.services import Services, build_embeddings, build_services
 from kb_qa.settings import load_settings
 
 
-def our_services(root: Path, precision: str = "auto") -> Services:
+def our_services(root: Path, precision: str = "auto", *, isolate: bool = True, embeddings: object = None) -> Services:
     settings = load_settings(
-        environ=dict(os.environ), overrides={"paths": {"kb_root": str(root)}, "embedding": {"precision": precision}}
-    )
-    return build_services(settings, embeddings=build_embeddings(settings))
+        environ=dict(os.environ),
+        overrides={"paths": {"kb_root": str(root)}, "embedding": {"precision": precision},
+                   "ingest": {"isolate_parsers": isolate}},
+    )  # fmt: skip
+    return build_services(settings, embeddings=embeddings or build_embeddings(settings))  # type: ignore[arg-type]
+
+
+def isolation_cost(work: Path, corpus: Path, services: Services, rounds: int) -> dict:
+    """(d): the same rebuild with files read in parser processes and in this process, alternating."""
+    inside = our_services(work / "kb-inside", isolate=False, embeddings=services.embeddings)
+    times: dict[str, list[float]] = {"processes": [], "in_process": []}
+    for svc in (services, inside):
+        svc.knowledge_bases.create("iso")
+        svc.knowledge_bases.rebuild("iso", corpus)  # warm: parser processes started, caches filled
+    for round_number in range(rounds):
+        for which, svc in (("processes", services), ("in_process", inside)):
+            started = time.perf_counter()
+            report = svc.knowledge_bases.rebuild("iso", corpus, recreate=True)
+            times[which].append(time.perf_counter() - started)
+            assert not report.failed, report.failed
+        print(f"(d) round {round_number + 1}: processes {times['processes'][-1]:.1f}s, "
+              f"in process {times['in_process'][-1]:.1f}s", flush=True)  # fmt: skip
+    best = {k: min(v) for k, v in times.items()}
+    result = {
+        "processes_seconds": round(best["processes"], 2),
+        "in_process_seconds": round(best["in_process"], 2),
+        "cost": round(best["processes"] / best["in_process"] - 1, 4),
+        "all": {k: [round(t, 2) for t in v] for k, v in times.items()},
+    }
+    print(f"(d) parser processes {best['processes']:.1f}s vs in process {best['in_process']:.1f}s "
+          f"-> cost {100 * result['cost']:+.1f}% (target <= +5%)")  # fmt: skip
+    return result
 
 
 def final_texts(services: Services, name: str) -> list[str]:
@@ -88,6 +120,7 @@ def main() -> None:
     parser.add_argument("--no-plain", action="store_true", help="skip the plain LangChain pipeline runs")
     parser.add_argument("--queries", type=int, default=600, help="questions per QA set for hit@5 (default 600)")
     parser.add_argument("--rounds", type=int, default=2, help="alternating timing rounds; best kept (default 2)")
+    parser.add_argument("--only-isolation", action="store_true", help="run (d) alone")
     args = parser.parse_args()
     shared = require_shared()
     result: dict = {"machine": machine(), "revision": git_revision()}
@@ -109,6 +142,11 @@ def main() -> None:
             f"corpus: {len(files)} files, {sum(f.stat().st_size for f in files) / 1e6:.2f} MB; "
             f"model {embeddings.name} on {embeddings.device} in {embeddings.precision}"
         )
+        result["d"] = isolation_cost(work, corpus, services, max(args.rounds, 3))
+        if args.only_isolation:
+            path = save_result("ingest-isolation", result)
+            print(f"written {path}")
+            return
         kb = services.knowledge_bases
         kb.create("bench")
         # Alternate the pipelines for --rounds rounds and keep each one's best time: this VM's

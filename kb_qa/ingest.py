@@ -24,10 +24,13 @@ from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import EmbeddingMismatch
 from kb_qa.registry import now
-from loaders import DEFAULT_LIMITS, Chunk, Limits, Loader, LoadError, TextSplitter, load_file, loader_for
+from loaders import DEFAULT_LIMITS, Chunk, Limits, Loader, LoadError, TextSplitter, loader_for, read_and_split
+from loaders.isolation import Isolation, pool_for
 from vector_store import FaissStore
 
 log = logging.getLogger(__name__)
+
+NO_ISOLATION = Isolation(enabled=False)
 
 EMBED_GROUP = 256  # chunks gathered from finished files before one encode call
 
@@ -132,6 +135,8 @@ class Pipeline:
     :param workers: threads that load and split files while the model embeds.
     :param max_file_bytes: larger files are refused (``too_large``).
     :param limits: what a file may unpack to (:mod:`loaders.limits`).
+    :param isolation: read files in parser processes with a memory and a time limit
+        (:mod:`loaders.isolation`), or in this process.
     """
 
     def __init__(
@@ -143,7 +148,9 @@ class Pipeline:
         workers: int = 2,
         max_file_bytes: int = 200 * 1024 * 1024,
         limits: Limits = DEFAULT_LIMITS,
+        isolation: Isolation = NO_ISOLATION,
     ) -> None:
+        self.isolation = isolation
         self.embeddings = embeddings
         self.splitter = splitter
         self.heading_prefix = heading_prefix
@@ -252,8 +259,11 @@ class Pipeline:
             yield group
 
     def _prepare(self, item: Item) -> Prepared:
-        pieces = load_file(item.path, self.limits, loader=item.loader)
-        chunks = self.splitter.split_documents(pieces)
+        arguments = (item.path, self.limits, item.loader, self.splitter)
+        if self.isolation.enabled:
+            chunks = pool_for(self.isolation, self.workers).run(read_and_split, *arguments)
+        else:
+            chunks = read_and_split(*arguments)
         if not chunks:
             raise LoadError("empty", item.path.name)
         return Prepared(item, item.loader_name, chunks)

@@ -31,8 +31,10 @@ from kb_qa.errors import (
     KnowledgeBaseNotFound,
 )
 from kb_qa.ingest import Pipeline, Progress
+from kb_qa.keys import ACTOR, AuditLog
 from kb_qa.registry import Registry, validate_name
 from loaders import DEFAULT_LIMITS, Limits, Loader, LoadError, TextSplitter
+from loaders.isolation import Isolation
 from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
 from vector_store.faiss_store import read_commit
 
@@ -66,6 +68,15 @@ class KnowledgeBaseService:
     :param limits: what a file may unpack to (:mod:`loaders.limits`).
     :param lock_timeout: seconds a writer waits for another before giving up with :class:`Busy`.
     :param index_options: exact or approximate (IVF) dense search.
+    :param isolation: read files in parser processes (:mod:`loaders.isolation`); default: in this one.
+    :param audit: where changes are recorded (who, what, which knowledge base and document).
+
+    **Who may.** Every method honours the principal acting in the current context
+    (:data:`kb_qa.keys.ACTOR`, set per request by the API and the MCP server): a knowledge base
+    outside its scope is refused (:class:`~kb_qa.keys.Forbidden`) and left out of listings; writing
+    documents needs the ``write`` role, creating and deleting knowledge bases ``admin``. With no
+    principal (the command line, tests) everything is allowed. Enforced here, once, so that every
+    route — native, drop-in, OpenAI-compatible, MCP, jobs — honours it by construction.
     """
 
     def __init__(
@@ -81,8 +92,11 @@ class KnowledgeBaseService:
         limits: Limits = DEFAULT_LIMITS,
         lock_timeout: float = 600.0,
         index_options: IndexOptions | None = None,
+        audit: AuditLog | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         self.root = root
+        self.audit = audit
         self.registry = registry
         self.embeddings = embeddings
         self.splitter = splitter
@@ -93,6 +107,7 @@ class KnowledgeBaseService:
             workers=workers,
             max_file_bytes=max_file_bytes,
             limits=limits,
+            isolation=isolation or Isolation(enabled=False),
         )
         self.lock_timeout = lock_timeout
         self.index_options = index_options or IndexOptions()
@@ -162,6 +177,7 @@ class KnowledgeBaseService:
         :raises InvalidName: for a bad name. :raises KnowledgeBaseExists: when it exists.
         """
         validate_name(name)
+        _allowed(name, "admin")
         if not any(kb.name == name for kb in self.registry.list_kbs()):
             # what a deletion killed part-way left behind must not come back in the new one (a writer
             # still waiting on the deleted one finds a new identity once it holds the lock: it writes nothing)
@@ -169,16 +185,20 @@ class KnowledgeBaseService:
             shutil.rmtree(self.content_dir(name), ignore_errors=True)
         info = self.registry.create_kb(name, description, self.embeddings.name, self.embeddings.dimension)
         self.content_dir(name).mkdir(parents=True, exist_ok=True)
+        self._record("kb.create", name)
         return info
 
     def get(self, name: str) -> KnowledgeBaseInfo:
+        _allowed(name)
         return self._catch_up(self.registry.get_kb(name))
 
     def list_all(self) -> list[KnowledgeBaseInfo]:
-        return [self._catch_up(info) for info in self.registry.list_kbs()]
+        """The knowledge bases the acting principal may see."""
+        return [self._catch_up(info) for info in self.registry.list_kbs() if _sees(info.name)]
 
     def delete(self, name: str) -> None:
         """Delete a knowledge base, its index and its copies of files."""
+        _allowed(name, "admin")
         info = self.registry.get_kb(name)
         with self._lock(name, info):
             self.registry.delete_kb(name)
@@ -186,8 +206,10 @@ class KnowledgeBaseService:
             shutil.rmtree(self.store_dir(name), ignore_errors=True)
             shutil.rmtree(self.content_dir(name), ignore_errors=True)
         shutil.rmtree(self.kb_dir(name), ignore_errors=True)
+        self._record("kb.delete", name)
 
     def files(self, name: str) -> list[DocumentRecord]:
+        _allowed(name)
         self._catch_up(self.registry.get_kb(name))
         return self.registry.documents(name)
 
@@ -213,6 +235,7 @@ class KnowledgeBaseService:
         with their reason. ``move`` moves the files in instead of copying them (uploads: their
         bytes are written once).
         """
+        _allowed(name, "write")
         info = self.registry.get_kb(name)
         report = IngestReport(name)
         items: dict[str, Path] = {}
@@ -242,6 +265,7 @@ class KnowledgeBaseService:
                     error = LoadError("unreadable", exc.strerror or str(exc))
                     report.outcomes.append(FileOutcome(key, "failed", error=str(error), reason=error.reason))
             self._sync(info, accepted, remove_missing=False, report=report, progress=progress, checked=checked)
+        self._record_report(report)
         return report
 
     def reindex(self, name: str, key: str, progress: Progress | None = None) -> IngestReport:
@@ -249,6 +273,7 @@ class KnowledgeBaseService:
 
         :raises DocumentNotFound: when the knowledge base has no such document, or its file is gone.
         """
+        _allowed(name, "write")
         info = self.registry.get_kb(name)
         report = IngestReport(name)
         with self._lock(name, info):
@@ -263,6 +288,7 @@ class KnowledgeBaseService:
             store = self._open_store(info)
             store.delete(key)  # forces the document through the pipeline again
             self._sync(info, {key: path}, remove_missing=False, report=report, progress=progress, store=store)
+        self._record_report(report, reindex=True)
         return report
 
     def remove_files(self, name: str, keys: Iterable[str]) -> list[str]:
@@ -270,6 +296,7 @@ class KnowledgeBaseService:
 
         :raises DocumentNotFound: naming the first unknown document; nothing is removed then.
         """
+        _allowed(name, "write")
         info = self.registry.get_kb(name)
         keys = list(keys)
         with self._lock(name, info):
@@ -288,6 +315,8 @@ class KnowledgeBaseService:
                 copy = (self.content_dir(name) / key).resolve()
                 if copy.is_relative_to(content) and copy.is_file():
                     copy.unlink()
+        for key in keys:
+            self._record("document.remove", name, key)
         return keys
 
     def rebuild(
@@ -304,6 +333,7 @@ class KnowledgeBaseService:
         documents whose files are gone are removed. ``recreate`` starts from an empty index
         (and adopts the configured embedding model).
         """
+        _allowed(name, "write")
         info = self.registry.get_kb(name)
         report = IngestReport(name)
         with self._lock(name, info):
@@ -325,7 +355,10 @@ class KnowledgeBaseService:
                     self.registry.set_source_dir(name, str(directory) if directory != self.content_dir(name) else None)
                 info = self.registry.get_kb(name)
             self._check_model(info)
+            if recreate:
+                self._record("kb.recreate", name)
             self._sync(info, scan_folder(directory), remove_missing=True, report=report, progress=progress)
+        self._record_report(report)
         return report
 
     def _sync(
@@ -404,6 +437,17 @@ class KnowledgeBaseService:
             )  # fmt: skip
         return self.registry.get_kb(info.name)
 
+    def _record(self, action: str, name: str, document: str | None = None, detail: str | None = None) -> None:
+        if self.audit is not None:
+            self.audit.record(action, name, document, detail)
+
+    def _record_report(self, report: IngestReport, *, reindex: bool = False) -> None:
+        """One audit line per document a write changed (or failed to); unchanged ones are not changes."""
+        for outcome in report.outcomes:
+            if outcome.action != "unchanged":
+                action = "reindex" if reindex and outcome.action != "failed" else outcome.action
+                self._record(f"document.{action}", report.kb, outcome.path, outcome.error)
+
     def _remember(self, info: KnowledgeBaseInfo, store: FaissStore) -> None:
         """Keep the store a write just saved as the reader (no reopening from disk)."""
         self._readers[info.name] = store
@@ -417,6 +461,7 @@ class KnowledgeBaseService:
         """The knowledge base's store for reading, reopened when any writer — this process, the CLI,
         another server — saved a newer one, or deleted and re-created the knowledge base (its
         generations then count from 1 again: the identity of the generation pointer tells)."""
+        _allowed(name)
         info = self._catch_up(self.registry.get_kb(name))
         self._check_model(info)
         cached = self._readers.get(name)
@@ -426,6 +471,18 @@ class KnowledgeBaseService:
             self._readers[name] = cached
             self._reader_keys[name] = key
         return cached
+
+
+def _sees(name: str) -> bool:
+    actor = ACTOR.get()
+    return actor is None or actor.sees(name)
+
+
+def _allowed(name: str, role: str = "read") -> None:
+    """:raises Forbidden: when the acting principal may not use ``name`` so (see the class)."""
+    actor = ACTOR.get()
+    if actor is not None:
+        actor.check(name, role)
 
 
 def _generation_identity(directory: Path) -> tuple[int, int, int]:

@@ -17,7 +17,8 @@ indexed text is a resource, ``kbqa://{knowledge_base}/{document}``; every passag
 carries its ``uri`` so a client can open what an answer cites.
 
 Errors come back as MCP tool errors carrying the API's messages (an unknown knowledge base, a bad
-argument, a busy model).
+argument, a busy model). Over HTTP every tool and resource acts as the caller's key: its scope limits
+what is listed, searched and read, exactly as on the API's routes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError, UnexpectedToolError
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.shared.uri_template import UriTemplate
-from mcp.types import Resource, ToolAnnotations
+from mcp.types import ListResourcesResult, Resource, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
@@ -54,6 +55,7 @@ from kb_qa.api.schemas import (
 from kb_qa.domain import MAX_HISTORY_MESSAGES, MAX_QUESTION_CHARS, SCORE
 from kb_qa.errors import DocumentNotFound, KbQaError
 from kb_qa.events import ChainEvent, Delta, Final, Sources
+from kb_qa.keys import Principal, acting_as
 from kb_qa.retrieval import document_pieces
 from kb_qa.services import Services
 
@@ -121,11 +123,32 @@ Threshold = Annotated[
 DocFilter = Annotated[list[str] | None, Field(description="Only these documents (names as listed).")]
 
 
+PRINCIPAL = "kbqa.principal"  # where McpEndpoint leaves the caller's key in the ASGI scope
+
+
+def principal_of(request: Any) -> Principal | None:
+    """The key an HTTP request came with (see :class:`McpEndpoint`); None over stdio (trusted)."""
+    scope = getattr(request, "scope", None)
+    return scope.get(PRINCIPAL) if isinstance(scope, dict) else None
+
+
 @contextmanager
-def _tool_errors() -> Iterator[None]:
-    """kb-qa's errors as MCP tool errors, with the API's message (what went wrong and what to do)."""
-    try:
+def acting(principal: Principal | None) -> Iterator[None]:
+    """Act as ``principal`` (the knowledge-base service checks its scope and role; the audit names it)."""
+    if principal is None:
         yield
+        return
+    with acting_as(principal):
+        yield
+
+
+@contextmanager
+def _tool(ctx: Context) -> Iterator[None]:
+    """Run a tool's body as its caller, with kb-qa's errors as MCP tool errors carrying the API's
+    messages (what went wrong and what to do)."""
+    try:
+        with acting(principal_of(ctx.request_context.request)):
+            yield
     except KbQaError as exc:
         raise ToolError(str(exc)) from exc
 
@@ -147,15 +170,20 @@ class _Server(MCPServer):
         super().__init__(name, instructions=INSTRUCTIONS, version="0.4")
         self.services = services
 
-    async def list_resources(self) -> list[Resource]:
-        """Every indexed document of every knowledge base (up to :data:`LISTED_DOCUMENTS`), so that a
-        client can offer them in its picker; any other document is still readable by its uri."""
-        return [*await super().list_resources(), *await anyio.to_thread.run_sync(self._document_resources)]
+    async def _handle_list_resources(self, ctx: Any, params: Any) -> ListResourcesResult:
+        """Every indexed document of every knowledge base the caller may see (up to
+        :data:`LISTED_DOCUMENTS`), so that a client can offer them in its picker; any other document is
+        still readable by its uri."""
+        principal = principal_of(getattr(ctx, "request", None))
+        documents = await anyio.to_thread.run_sync(self._document_resources, principal)
+        return ListResourcesResult(resources=[*await self.list_resources(), *documents])
 
-    def _document_resources(self) -> list[Resource]:
+    def _document_resources(self, principal: Principal | None) -> list[Resource]:
         found: list[Resource] = []
         service = self.services().knowledge_bases
-        for info in service.list_all():
+        with acting(principal):
+            infos = service.list_all()
+        for info in infos:
             for record in service.files(info.name):
                 if record.status != "indexed":
                     continue
@@ -191,20 +219,21 @@ def build_mcp(services: Callable[[], Services], *, name: str = "kb-qa") -> MCPSe
     read_only = ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
     @server.tool(annotations=read_only)
-    def list_knowledge_bases() -> KnowledgeBases:
-        """The knowledge bases on this server, with document and chunk counts."""
+    def list_knowledge_bases(ctx: Context) -> KnowledgeBases:
+        """The knowledge bases on this server (that your key may see), with document and chunk counts."""
         from kb_qa.api.routes.knowledge_bases import kb_out
 
-        with _tool_errors():
+        with _tool(ctx):
             return KnowledgeBases(knowledge_bases=[kb_out(i) for i in services().knowledge_bases.list_all()])
 
     @server.tool(annotations=read_only)
     def list_documents(
         knowledge_base: Annotated[str, Field(description="The knowledge base's name.")],
+        ctx: Context,
     ) -> Documents:
         """The documents of one knowledge base: status (indexed or failed, with the reason), chunks, and the
         resource uri of each document's text."""
-        with _tool_errors():
+        with _tool(ctx):
             records = services().knowledge_bases.files(knowledge_base)
         documents = [
             McpDocument(
@@ -219,6 +248,7 @@ def build_mcp(services: Callable[[], Services], *, name: str = "kb-qa") -> MCPSe
     def search(
         query: Annotated[str, Field(min_length=1, max_length=MAX_QUESTION_CHARS, description="Question or keywords.")],
         knowledge_bases: Annotated[KbList, Field(min_length=1)],
+        ctx: Context,
         top_k: TopK = None,
         score_threshold: Threshold = None,
         documents: DocFilter = None,
@@ -230,7 +260,7 @@ def build_mcp(services: Callable[[], Services], *, name: str = "kb-qa") -> MCPSe
         document, page, heading, cosine score (higher is closer) and text."""
         options = {"top_k": top_k, "score_threshold": score_threshold, "documents": documents,
                    "expand_chars": expand_chars}  # fmt: skip
-        with _tool_errors():
+        with _tool(ctx):
             hits = services().retriever.retrieve(
                 query, knowledge_bases, **{k: v for k, v in options.items() if v is not None}
             )
@@ -261,7 +291,7 @@ def build_mcp(services: Callable[[], Services], *, name: str = "kb-qa") -> MCPSe
         kbs = list(dict.fromkeys(knowledge_bases))
         chosen = mode or ("kb" if kbs else "chat")
         budget = max_tokens or svc.settings.llm.max_new_tokens
-        with _tool_errors():
+        with _tool(ctx):
             for kb in kbs:  # an unknown knowledge base fails before the model is asked
                 await anyio.to_thread.run_sync(svc.knowledge_bases.get, kb)
             events = svc.qa.stream(
@@ -283,12 +313,13 @@ def build_mcp(services: Callable[[], Services], *, name: str = "kb-qa") -> MCPSe
         description="The text of one document of a knowledge base as the index holds it, page by page.",
         mime_type="text/markdown",
     )
-    def document(knowledge_base: str, document: str) -> str:
+    def document(knowledge_base: str, document: str, ctx: Context) -> str:
         try:
             svc = services()
-            if not any(r.path == document for r in svc.knowledge_bases.files(knowledge_base)):
-                raise DocumentNotFound(f"knowledge base '{knowledge_base}' has no document '{document}'")
-            pieces = document_pieces(svc.knowledge_bases.reader(knowledge_base), document)
+            with acting(principal_of(ctx.request_context.request)):
+                if not any(r.path == document for r in svc.knowledge_bases.files(knowledge_base)):
+                    raise DocumentNotFound(f"knowledge base '{knowledge_base}' has no document '{document}'")
+                pieces = document_pieces(svc.knowledge_bases.reader(knowledge_base), document)
         except KbQaError as exc:
             raise ResourceError(str(exc)) from exc
         if not pieces:
@@ -367,7 +398,7 @@ class McpEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
         try:
-            require("read")(request)
+            scope[PRINCIPAL] = await require("read")(request)  # the tools act as this key
             if self._manager is None:
                 raise ApiError(503, "not_ready", "the MCP endpoint is starting or stopping; try again shortly")
         except KbQaError as exc:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from kb_qa.chain import QAChain
 from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.keys import AUDIT_FILE, AuditLog
 from kb_qa.knowledge_base import KnowledgeBaseService
 from kb_qa.llm.chat_llm import ChatLLM
 from kb_qa.provision import resolve_embedding_model
@@ -15,6 +16,7 @@ from kb_qa.registry import Registry
 from kb_qa.retrieval import Reranker, RetrievalOptions, Retriever
 from kb_qa.settings import Settings
 from loaders import Limits, TextSplitter
+from loaders.isolation import Isolation
 from vector_store import IndexOptions
 
 
@@ -69,6 +71,10 @@ def build_services(
         ),
         index_options=IndexOptions(
             settings.retrieval.index, settings.retrieval.ivf_nprobe, settings.retrieval.ivf_min_chunks
+        ),
+        audit=AuditLog(root / AUDIT_FILE),
+        isolation=Isolation(
+            settings.ingest.isolate_parsers, settings.ingest.parser_memory_mb, settings.ingest.parser_timeout_s
         ),
     )
     cfg = settings.retrieval

@@ -85,6 +85,12 @@ def load_file(path: Path, limits: Limits = DEFAULT_LIMITS, *, loader: Loader | N
     return loader(path)
 
 
+def read_and_split(path: Path, limits: Limits, loader: Loader, splitter: TextSplitter) -> list[Chunk]:
+    """:func:`load_file`, then the splitter: what a parser process runs for one file
+    (:mod:`loaders.isolation`)."""
+    return splitter.split_documents(load_file(path, limits, loader=loader))
+
+
 __all__ = [
     "DEFAULT_LIMITS",
     "LOADERS",
@@ -97,6 +103,7 @@ __all__ = [
     "decode_bytes",
     "load_file",
     "loader_for",
+    "read_and_split",
     "supported_suffixes",
     "text_hash",
 ]

@@ -28,6 +28,8 @@ REASONS = {
     "too_large": "the file is larger than ingest.max_file_mb, or unpacks to more than ingest.max_unpacked_mb",
     "suspicious": "the file is built to exhaust the reader (a zip bomb or similar), not a document",
     "missing_parser": "the parser for this file type is not installed",
+    "timeout": "reading the file took too long; the parser was stopped",
+    "crashed": "the parser crashed on this file",
 }
 
 
@@ -39,6 +41,9 @@ class LoadError(Exception):
         self.detail = detail
         text = REASONS.get(reason, reason)
         super().__init__(f"{reason}: {text}" + (f" ({detail})" if detail else ""))
+
+    def __reduce__(self) -> tuple[type[LoadError], tuple[str, str]]:  # travels back from parser processes
+        return (LoadError, (self.reason, self.detail))
 
 
 def text_hash(text: str) -> str:

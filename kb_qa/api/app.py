@@ -31,6 +31,7 @@ from kb_qa.api.jobs import JobRunner
 from kb_qa.api.limits import BodyLimit, clean_stale_upload_dirs
 from kb_qa.api.routes import AFTER_LEGACY, ROUTERS
 from kb_qa.errors import KbQaError
+from kb_qa.keys import KEYS_FILE, Keys, KeyStore
 from kb_qa.services import Services, build_services
 from kb_qa.settings import Settings
 
@@ -65,7 +66,9 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
             yield
         jobs.shutdown()
 
-    keyed = bool(settings.server.api_keys or settings.server.admin_keys) and not settings.server.public_docs
+    # with keys (in the settings, or made by `kb-qa keys create`, even while serving), the API's
+    # description is behind them too; server.public_docs opens it
+    keyed = not settings.server.public_docs
     app = FastAPI(
         title="kb-qa",
         version="0.4",
@@ -77,6 +80,7 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
         redoc_url=None if keyed else "/redoc",
     )
     app.state.settings = settings
+    app.state.keys = Keys(KeyStore(settings.kb_root / KEYS_FILE), settings.server.api_keys, settings.server.admin_keys)
     app.state.jobs = jobs
     app.state.readiness = readiness
     api_errors.install(app)
@@ -102,7 +106,8 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
 
 
 def _docs_behind_keys(app: FastAPI) -> None:
-    """/openapi.json, /docs and /redoc for holders of a key (a browser sends it as a Bearer header)."""
+    """/openapi.json, /docs and /redoc for holders of a key (a browser sends it as a Bearer header);
+    for anyone while no key is configured."""
     from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
     from fastapi.responses import HTMLResponse, JSONResponse
 

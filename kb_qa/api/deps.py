@@ -1,17 +1,18 @@
-"""What every route depends on: the services, API keys, safe file names."""
+"""What every route depends on: the services, the key a request acts with, safe file names."""
 
 from __future__ import annotations
 
-import hmac
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
+import anyio
 from fastapi import Depends, Request
 
 from kb_qa.api.errors import ApiError
 from kb_qa.api.jobs import JobRunner
+from kb_qa.keys import ACTOR, OPEN, Keys, Principal
 from kb_qa.services import Services
 
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\:*?\"<>|]")
@@ -22,34 +23,46 @@ def _key(request: Request) -> str:
     return header[7:].strip() if header[:7].lower() == "bearer " else ""
 
 
-def _matches(key: str, keys: list[str]) -> bool:
-    return any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
+def identify(request: Request) -> Principal:
+    """Who sends the request: :data:`~kb_qa.keys.OPEN` while no key is configured anywhere.
+
+    :raises ApiError: 401 without a key, or with one nobody knows (or that was revoked).
+    """
+    keys: Keys = request.app.state.keys
+    if not keys.required:
+        return OPEN
+    key = _key(request)
+    if not key:
+        raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>",
+                       {"WWW-Authenticate": "Bearer"})  # fmt: skip
+    principal = keys.principal(key)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "unknown or revoked API key", {"WWW-Authenticate": "Bearer"})
+    return principal
 
 
-def require(role: str) -> Callable[[Request], None]:
-    """A dependency: the request carries a key allowed to ``read`` or to ``admin``ister."""
+def require(role: str) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: the request carries a key with at least ``role`` (read < write < admin) whose
+    scope holds the path's knowledge base, if any. The key becomes the principal the request acts as
+    (:data:`kb_qa.keys.ACTOR`): the knowledge-base service checks every other knowledge base the
+    request names against it, and the audit log names it."""
 
-    def check(request: Request) -> None:
-        server = request.app.state.settings.server
-        if not server.api_keys and not server.admin_keys:
-            return
-        key = _key(request)
-        if not key:
-            raise ApiError(401, "unauthorized", "send an API key: Authorization: Bearer <key>",
-                           {"WWW-Authenticate": "Bearer"})  # fmt: skip
-        if _matches(key, server.admin_keys):
-            return
-        if _matches(key, server.api_keys):
-            if role == "read":
-                return
-            raise ApiError(403, "forbidden", "this key may search and chat but not change knowledge bases; "
-                           "use an admin key")  # fmt: skip
-        raise ApiError(401, "unauthorized", "unknown API key", {"WWW-Authenticate": "Bearer"})
+    async def check(request: Request) -> Principal:
+        principal = await anyio.to_thread.run_sync(identify, request)
+        if not principal.may(role):
+            raise ApiError(403, "forbidden", f"this key may {principal.role} but not {role}; use a {role} key")
+        kb = request.path_params.get("kb")
+        if isinstance(kb, str) and not principal.sees(kb):
+            raise ApiError(403, "forbidden", f"this key may not use knowledge base '{kb}'")
+        ACTOR.set(principal)  # in the request's task: the endpoint and its worker threads inherit it
+        request.state.principal = principal
+        return principal
 
     return check
 
 
 Read = Depends(require("read"))
+Write = Depends(require("write"))
 Admin = Depends(require("admin"))
 
 

@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kb_qa import errors
+from kb_qa.keys import Forbidden
 from kb_qa.llm.base import InvalidHistory
 from kb_qa.llm.budget import ContextTooLong
 
@@ -42,6 +43,7 @@ STATUS: dict[type[errors.KbQaError], int] = {
     errors.EmbeddingMismatch: 409,
     InvalidHistory: 422,
     errors.Busy: 429,
+    Forbidden: 403,
     errors.ModelUnavailable: 503,
     errors.ConfigError: 503,
     errors.IndexUnreadable: 500,

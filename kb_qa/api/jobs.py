@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import uuid
@@ -59,7 +60,8 @@ class JobRunner:
             finished = [j for j in self._jobs.values() if j.finished_at is not None]
             for old in sorted(finished, key=lambda j: j.finished_at or 0)[:-KEEP_FINISHED]:
                 del self._jobs[old.id]
-        self._pool.submit(self._run, job, work)
+        # the job runs as the request that started it (its key is who the audit log names)
+        self._pool.submit(contextvars.copy_context().run, self._run, job, work)
         return job
 
     @staticmethod

@@ -26,7 +26,7 @@ import anyio
 from fastapi import FastAPI, File, Form, Query, UploadFile
 from pydantic import BaseModel, ConfigDict, Field
 
-from kb_qa.api.deps import Admin, Read, Svc
+from kb_qa.api.deps import Read, Svc, Write
 from kb_qa.api.errors import ApiError
 from kb_qa.api.schemas import NAME_RULES, KbNameField, Pair, TokensInt, error_responses
 from kb_qa.api.uploads import ingest_uploads
@@ -110,13 +110,13 @@ def register(app: FastAPI) -> None:
         done = [r.file for r in result.files if r.action != "failed"]
         return {"code": 200, "msg": f"已上传并加载 / uploaded and indexed: {', '.join(done)}"}
 
-    @app.post("/local_doc_qa/upload_file", tags=tag, responses=error_responses(), dependencies=[Admin])
+    @app.post("/local_doc_qa/upload_file", tags=tag, responses=error_responses(), dependencies=[Write])
     async def upload_file(
         services: Svc, file: Annotated[UploadFile, File()], knowledge_base_id: Annotated[str, Form(**NAME_RULES)]
     ) -> dict[str, Any]:
         return await anyio.to_thread.run_sync(_upload, services, knowledge_base_id, [file])
 
-    @app.post("/local_doc_qa/upload_files", tags=tag, responses=error_responses(), dependencies=[Admin])
+    @app.post("/local_doc_qa/upload_files", tags=tag, responses=error_responses(), dependencies=[Write])
     async def upload_files(
         services: Svc, files: Annotated[list[UploadFile], File()], knowledge_base_id: Annotated[str, Form(**NAME_RULES)]
     ) -> dict[str, Any]:
@@ -134,7 +134,7 @@ def register(app: FastAPI) -> None:
             "data": [r.path for r in services.knowledge_bases.files(knowledge_base_id)],
         }
 
-    @app.delete("/local_doc_qa/delete_file", tags=tag, responses=error_responses(), dependencies=[Admin])
+    @app.delete("/local_doc_qa/delete_file", tags=tag, responses=error_responses(), dependencies=[Write])
     def delete_file(
         services: Svc, knowledge_base_id: Annotated[str, Query(**NAME_RULES)], doc_name: Annotated[str, Query()]
     ) -> dict[str, Any]:

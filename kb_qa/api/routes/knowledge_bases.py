@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, UploadFile
 from fastapi.responses import FileResponse, Response
 
-from kb_qa.api.deps import Admin, Read, Svc
+from kb_qa.api.deps import Admin, Read, Svc, Write
 from kb_qa.api.errors import ApiError
 from kb_qa.api.schemas import (
     DocumentOut,
@@ -60,7 +60,7 @@ def delete_kb(kb: KbName, services: Svc) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/knowledge_bases/{kb}/documents", tags=["documents"], dependencies=[Admin],
+@router.post("/knowledge_bases/{kb}/documents", tags=["documents"], dependencies=[Write],
              summary="Upload and index files (multipart field 'files', one or many)")  # fmt: skip
 def upload(kb: KbName, services: Svc, files: Annotated[list[UploadFile], File(description="The files.")]) -> UploadOut:
     return ingest_uploads(services, kb, files)
@@ -83,13 +83,13 @@ def download(kb: KbName, document: str, services: Svc) -> FileResponse:
 
 
 @router.delete("/knowledge_bases/{kb}/documents/{document:path}", status_code=204, tags=["documents"],
-               dependencies=[Admin], summary="Remove a document; its chunks stop being found at once")  # fmt: skip
+               dependencies=[Write], summary="Remove a document; its chunks stop being found at once")  # fmt: skip
 def delete_document(kb: KbName, document: str, services: Svc) -> Response:
     services.knowledge_bases.remove_files(kb, [document])
     return Response(status_code=204)
 
 
-@router.post("/knowledge_bases/{kb}/documents/{document:path}/reindex", tags=["documents"], dependencies=[Admin],
+@router.post("/knowledge_bases/{kb}/documents/{document:path}/reindex", tags=["documents"], dependencies=[Write],
              summary="Read, split and embed one document again")  # fmt: skip
 def reindex(kb: KbName, document: str, services: Svc) -> UploadOut:
     report = services.knowledge_bases.reindex(kb, document)
