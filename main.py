@@ -2,4 +2,5 @@
 
 from kb_qa.cli import main
 
-main()
+if __name__ == "__main__":  # parser processes (loaders/isolation.py) import this module again
+    main()

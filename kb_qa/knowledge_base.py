@@ -251,6 +251,7 @@ class KnowledgeBaseService:
                     items[source.name] = source
                 else:
                     report.outcomes.append(FileOutcome(str(source), "failed", error="no such file or folder"))
+            registered = {r.path for r in self.registry.documents(name)}
             accepted: dict[str, Path] = {}
             checked = {}
             for key, path in items.items():
@@ -264,7 +265,12 @@ class KnowledgeBaseService:
                 except OSError as exc:  # unreadable: this file fails alone
                     error = LoadError("unreadable", exc.strerror or str(exc))
                     report.outcomes.append(FileOutcome(key, "failed", error=str(error), reason=error.reason))
-            self._sync(info, accepted, remove_missing=False, report=report, progress=progress, checked=checked)
+            try:
+                self._sync(info, accepted, remove_missing=False, report=report, progress=progress, checked=checked)
+            except BaseException:  # a full disk, say: the copies of new files go (nothing lists them)
+                for key in accepted.keys() - registered:
+                    (content / key).unlink(missing_ok=True)
+                raise
         self._record_report(report)
         return report
 

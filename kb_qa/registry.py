@@ -7,6 +7,7 @@ connections are not shared between threads); WAL mode lets readers work while on
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -66,8 +67,21 @@ def validate_name(name: str) -> str:
     return name
 
 
-def _registry_problem(path: Path, exc: sqlite3.DatabaseError) -> str:
+def disk_full(folder: Path) -> bool:
+    """Whether the file system holding ``folder`` has (next to) no space left."""
+    try:
+        return shutil.disk_usage(folder).free < 1024 * 1024
+    except OSError:
+        return False
+
+
+def _registry_problem(path: Path, exc: sqlite3.Error) -> str:
     text = str(exc)
+    if "full" in text or disk_full(path.parent):
+        return (
+            f"the disk holding {path.parent} is full ({text}); free some space and run it again "
+            "(what is stored is intact, and reading still works)"
+        )
     if "readonly" in text or "read-only" in text:
         return f"the registry {path} is read-only ({text}); run as a user who may write the knowledge-base root"
     if "not a database" in text or "malformed" in text:
@@ -93,7 +107,23 @@ class Registry:
         self._ready = False
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _connect(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
+        """A connection in one transaction. ``write=False`` (reads): when the disk is full SQLite
+        cannot even set up a reader of a WAL database, so a read falls back to opening the file as
+        immutable — on a full disk nobody can be writing it."""
+        if not write and self._ready and disk_full(self.path.parent) and self.path.exists():
+            try:
+                connection = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True)
+            except sqlite3.Error as exc:
+                raise StorageError(_registry_problem(self.path, exc)) from exc
+            connection.row_factory = sqlite3.Row
+            try:
+                yield connection
+            except sqlite3.DatabaseError as exc:
+                raise StorageError(_registry_problem(self.path, exc)) from exc
+            finally:
+                connection.close()
+            return
         root = self.path.parent
         if not self._ready:
             try:
@@ -111,8 +141,10 @@ class Registry:
         try:
             connection.execute("PRAGMA foreign_keys = ON")
             if not self._ready:
-                connection.execute("PRAGMA journal_mode = WAL")
-                connection.executescript(_SCHEMA)
+                tables = {r[0] for r in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if tables < {"knowledge_bases", "documents"}:  # writes only where something is missing
+                    connection.execute("PRAGMA journal_mode = WAL")
+                    connection.executescript(_SCHEMA)
                 _migrate(connection)
                 self._ready = True
             with connection:  # one transaction, committed on success
@@ -144,7 +176,7 @@ class Registry:
 
     def get_kb(self, name: str) -> KnowledgeBaseInfo:
         validate_name(name)
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             row = db.execute(
                 "SELECT k.*, COUNT(d.path) AS document_count, COALESCE(SUM(d.chunk_count), 0) AS chunk_count "
                 "FROM knowledge_bases k LEFT JOIN documents d ON d.kb = k.name WHERE k.name = ? GROUP BY k.name",
@@ -155,7 +187,7 @@ class Registry:
         return KnowledgeBaseInfo(**dict(row))
 
     def list_kbs(self) -> list[KnowledgeBaseInfo]:
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.execute(
                 "SELECT k.*, COUNT(d.path) AS document_count, COALESCE(SUM(d.chunk_count), 0) AS chunk_count "
                 "FROM knowledge_bases k LEFT JOIN documents d ON d.kb = k.name GROUP BY k.name ORDER BY k.name"
@@ -172,7 +204,7 @@ class Registry:
 
     # ------------------------------------------------------------- documents
     def documents(self, kb: str) -> list[DocumentRecord]:
-        with self._connect() as db:
+        with self._connect(write=False) as db:
             rows = db.execute("SELECT * FROM documents WHERE kb = ? ORDER BY path", (kb,)).fetchall()
         return [DocumentRecord(**dict(r)) for r in rows]
 

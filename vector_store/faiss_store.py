@@ -347,10 +347,29 @@ class FaissStore:
             written before ``CURRENT`` switches; :meth:`read_commit`): what whoever keeps books
             about this store — the knowledge-base registry — must say once this generation is live.
         """
-        import faiss
-
         self.directory.mkdir(parents=True, exist_ok=True)
         generation = self.generation + 1
+        try:
+            self._write_generation(generation, commit)
+        except BaseException:
+            # a full disk (or anything else) part-way: nothing of the new generation stays behind,
+            # and CURRENT still names the previous one
+            if current_generation(self.directory) != generation:
+                self._remove_generation(generation)
+            raise
+        self.generation = generation
+        self._dirty = False
+        self._remove_old(keep={generation, generation - 1})
+
+    def _remove_generation(self, generation: int) -> None:
+        for path in self.directory.iterdir():
+            parts = path.name.split(".")
+            if path.name.endswith(".tmp") or (len(parts) == 3 and parts[1] == str(generation)):
+                path.unlink(missing_ok=True)
+
+    def _write_generation(self, generation: int, commit: Any) -> None:
+        import faiss
+
         index_path = self.directory / f"index.{generation}.faiss"
         chunks_path = self.directory / f"chunks.{generation}.jsonl"
 
@@ -374,9 +393,6 @@ class FaissStore:
             _fsync_write(self.directory / f"commit.{generation}.json", lambda t: t.write_text(text, encoding="utf-8"))
         _fsync_write(self.directory / "CURRENT", lambda tmp: tmp.write_text(f"{generation}\n", encoding="ascii"))
         _fsync_dir(self.directory)
-        self.generation = generation
-        self._dirty = False
-        self._remove_old(keep={generation, generation - 1})
 
     def read_commit(self) -> Any:
         """The record saved with the open generation by :meth:`save` (``None``: none was, or no generation)."""

@@ -67,3 +67,22 @@ def test_chunks_read_in_a_parser_process_equal_those_read_in_this_one(
         assert [(c.text, c.metadata) for c in here.chunks_of(doc)] == [
             (c.text, c.metadata) for c in there.chunks_of(doc)
         ]
+
+
+def test_the_command_line_reads_files_in_parser_processes(tmp_path: Path) -> None:
+    """``python main.py`` as a user runs it: the parser processes import main.py again, which must not
+    run the command a second time (it did, and the import waited on its own lock)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from kb_qa.settings import PROJECT_DIR
+    from tests.helpers import SAMPLES
+
+    env = {**os.environ, "KBQA_KB_ROOT": str(tmp_path / "kb"), "KBQA_INGEST__PARSER_TIMEOUT_S": "60"}
+    for args in (["kb", "create", "hb"], ["kb", "add", "hb", str(SAMPLES / "员工手册.md"), "--json"]):
+        done = subprocess.run([sys.executable, str(PROJECT_DIR / "main.py"), *args], env=env, capture_output=True,
+                              text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert [f["action"] for f in json.loads(done.stdout)["files"]] == ["added"]
