@@ -68,6 +68,7 @@ def build_services(
         limits=Limits(
             max_unpacked_bytes=int(settings.ingest.max_unpacked_mb * 1024 * 1024),
             max_compression_ratio=settings.ingest.max_compression_ratio,
+            max_image_pixels=int(settings.ingest.max_image_megapixels * 1_000_000),
         ),
         index_options=IndexOptions(
             settings.retrieval.index, settings.retrieval.ivf_nprobe, settings.retrieval.ivf_min_chunks

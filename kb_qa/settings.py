@@ -89,6 +89,7 @@ class IngestSettings(_Section):
     max_unpacked_mb: float = Field(256, gt=0)
     max_compression_ratio: float = Field(200, gt=1)
     workers: int = Field(2, ge=1, le=64)
+    max_image_megapixels: float = Field(40, gt=0)
     isolate_parsers: bool = True
     parser_memory_mb: int = Field(4096, ge=256)
     parser_timeout_s: float = Field(600, gt=0)

@@ -7,6 +7,10 @@ here reads through, never inflates a member past its declared size — and refus
 parsing when the members together unpack to more than ``max_unpacked_bytes`` (``too_large``), when
 one member is compressed more than ``max_compression_ratio`` times (``suspicious``: real documents
 compress 3–30 times; a bomb, thousands), or when it has more than ``max_members`` members.
+
+Images are checked the same way from their header: a 5 MB PNG can declare 50,000 × 50,000 pixels
+(2.5 gigapixels, several GB once decoded, and OCR over it for hours); one over ``max_image_pixels``
+is ``too_large`` before anything decodes it.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from loaders.base import LoadError
 
 #: the formats that are zip containers
 ZIP_SUFFIXES = frozenset({".docx", ".pptx", ".xlsx", ".xlsm", ".odt", ".epub"})
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})
 _SMALL_MEMBER = 1 << 20  # members under 1 MiB are never "suspicious", whatever their ratio
 
 
@@ -30,6 +35,7 @@ class Limits:
     max_unpacked_bytes: int = 256 * 1024 * 1024
     max_compression_ratio: float = 200.0
     max_members: int = 10_000
+    max_image_pixels: int = 40_000_000  # ingest.max_image_megapixels
 
 
 DEFAULT_LIMITS = Limits()
@@ -42,6 +48,9 @@ def check_container(path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
         file is an OLE container; a damaged one is no container) is left to its parser, which says
         what it is.
     """
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        _check_image(path, limits)
+        return
     if path.suffix.lower() not in ZIP_SUFFIXES:
         return
     try:
@@ -67,3 +76,26 @@ def check_container(path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
                 f"{member.filename} inflates {ratio:,.0f} times (over ingest.max_compression_ratio = "
                 f"{limits.max_compression_ratio:g}): a zip bomb, not a document",
             )
+
+
+def _check_image(path: Path, limits: Limits) -> None:
+    """Refuse an image whose header declares more than ``limits.max_image_pixels`` (nothing is decoded)."""
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():  # Pillow warns of large images; the bound below decides
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+    except Image.DecompressionBombError as exc:  # Pillow's own bound, far above ours
+        raise LoadError("too_large", str(exc)) from exc
+    except (OSError, ValueError, SyntaxError):
+        return  # not an image after all: the loader says what it is
+    if width * height > limits.max_image_pixels:
+        raise LoadError(
+            "too_large",
+            f"{width:,} × {height:,} pixels = {width * height / 1e6:,.0f} megapixels, over "
+            f"ingest.max_image_megapixels = {limits.max_image_pixels / 1e6:g}",
+        )

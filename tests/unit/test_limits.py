@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from loaders import Limits, LoadError, load_file
+from loaders.limits import check_container
 
 DOCX_PARTS = {
     "[Content_Types].xml": '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/'
@@ -72,6 +73,21 @@ def test_real_office_files_pass_the_bounds(tmp_path: Path) -> None:
     document.save(str(tmp_path / "handbook.docx"))
     pieces = load_file(tmp_path / "handbook.docx")
     assert "带薪年假" in pieces[0].page_content
+
+
+def test_an_image_declaring_too_many_pixels_is_refused_before_decoding(tmp_path: Path) -> None:
+    from PIL import Image
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (12_000, 10_000)).save(bomb)  # 120 megapixels in a few kilobytes
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(LoadError) as caught:
+        check_container(bomb, Limits())
+    assert caught.value.reason == "too_large" and "120 megapixels" in str(caught.value)
+    assert "ingest.max_image_megapixels = 40" in str(caught.value)
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (4000, 3000)).save(photo)  # 12 megapixels: a phone's photo
+    check_container(photo, Limits())
 
 
 def test_binary_data_under_a_text_extension_is_refused(tmp_path: Path) -> None:
