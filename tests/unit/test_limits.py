@@ -106,3 +106,14 @@ def test_binary_data_under_a_text_extension_is_refused(tmp_path: Path) -> None:
     (tmp_path / "utf16.txt").write_bytes("年假可以顺延 to next year".encode("utf-16-le"))
     assert "DOS" in load_file(tmp_path / "mz.txt")[0].page_content
     assert "年假可以顺延" in load_file(tmp_path / "utf16.txt")[0].page_content
+
+
+def test_the_billion_laughs_are_not_expanded(tmp_path: Path) -> None:
+    lines = ['<?xml version="1.0"?>', "<!DOCTYPE lolz [", '<!ENTITY lol0 "lol">']
+    lines += [f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(1, 10)]
+    laughs = tmp_path / "laughs.xml"
+    laughs.write_text("\n".join([*lines, "]>", "<lolz>Fish &amp; chips &lol9;</lolz>"]), encoding="utf-8")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    (piece,) = load_file(laughs)
+    assert piece.page_content == "Fish & chips"  # XML's own entities still read; declared ones not expanded
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KB: nothing inflated
