@@ -12,11 +12,18 @@ over the sample handbook knowledge base, then measures, each phase for ``--secon
 3. ``GET /health`` every 100 ms while nothing runs, and during the mix: p50, p99, max.
 
 Writes docs/benchmarks/load.json. No target is asserted; docs/benchmarks.md quotes the figures.
+
+``--soak SECONDS`` (issue 15: 600) runs a soak with faults instead: 2 clients upload (one upload in
+ten a damaged or crafted file from bench/crafted.py), 1 deletes what was uploaded, 4 search, 1
+streams answers and 1 polls /health, all at once; afterwards the registry, the index and the
+knowledge base's files must agree with what the clients were told, and the server's memory is
+sampled every 5 s (flat = the last minute within 10 % of the second). Writes docs/benchmarks/soak.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -100,7 +107,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--soak", type=float, default=0, help="run the soak with faults for this many seconds")
     args = parser.parse_args()
+    if args.soak:
+        soak(args.soak)
+        return
     with tempfile.TemporaryDirectory(prefix="kbqa-load-") as tmp:
         services = handbook_services(tmp, llm={"max_concurrent": 1, "max_queue": 8})
         settings = services.settings
@@ -144,6 +155,171 @@ def run_all(base: str, args: argparse.Namespace, results: dict[str, object]) -> 
         "health": percentiles(during),
     }
     print(f"mix (2 streaming answers + 4 searching): {results['mix']}", flush=True)
+
+
+class Soak:
+    """What the soak's clients were told, and what went wrong."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.indexed: set[str] = set()  # documents the server said it added and that were not deleted since
+        self.refused: set[str] = set()  # crafted files the server refused
+        self.counts: dict[str, int] = {}
+        self.server_errors: list[str] = []
+
+    def count(self, what: str, response: httpx.Response | None = None) -> None:
+        with self.lock:
+            self.counts[what] = self.counts.get(what, 0) + 1
+            if response is not None and response.status_code >= 500:
+                self.server_errors.append(f"{what}: {response.status_code} {response.text[:200]}")
+
+
+def crafted_files() -> list[tuple[str, bytes]]:
+    from bench.crafted import CRAFTED
+
+    crafted = [(name, make()) for name, make in CRAFTED if name != "one-line.txt"]  # that one is real text
+    return [*crafted, ("damaged.docx", b"PK\x03\x04" + b"\x00" * 200)]
+
+
+def soak_upload(base: str, stop: threading.Event, state: Soak, worker: int, crafted: list[tuple[str, bytes]]) -> None:
+    with httpx.Client(base_url=base, timeout=300) as client:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            crafted_turn = i % 10 == 0
+            if crafted_turn:
+                name, data = crafted[(i // 10 + worker) % len(crafted)]
+                name = f"w{worker}-{i}-{name}"
+            else:
+                name = f"w{worker}-{i}.md"
+                data = f"# Soak {worker} {i}\n\nFact number {worker}-{i}: the meeting room {i} has {i % 17} chairs.\n"
+                data = data.encode()
+            response = client.post("/knowledge_bases/handbook/documents", files=[("files", (name, data))])
+            state.count("upload", response)
+            added = response.status_code == 200 and response.json()["files"][0]["action"] == "added"
+            with state.lock:
+                if crafted_turn:
+                    (state.indexed if added else state.refused).add(name)  # indexed: checked below
+                    state.counts["crafted_indexed"] = state.counts.get("crafted_indexed", 0) + added
+                elif added:
+                    state.indexed.add(name)
+                else:
+                    state.counts["good_refused"] = state.counts.get("good_refused", 0) + 1
+
+
+def soak_delete(base: str, stop: threading.Event, state: Soak) -> None:
+    with httpx.Client(base_url=base, timeout=300) as client:
+        while not stop.is_set():
+            time.sleep(1.0)
+            with state.lock:
+                victim = min(state.indexed, default=None)
+            if victim is None:
+                continue
+            response = client.delete(f"/knowledge_bases/handbook/documents/{victim}")
+            state.count("delete", response)
+            if response.status_code == 204:
+                with state.lock:
+                    state.indexed.discard(victim)
+
+
+def soak_search(base: str, stop: threading.Event, state: Soak, offset: int) -> None:
+    with httpx.Client(base_url=base, timeout=300) as client:
+        i = offset
+        while not stop.is_set():
+            question = HANDBOOK_QUESTIONS[i % len(HANDBOOK_QUESTIONS)] if i % 2 else f"meeting room {i % 50} chairs"
+            state.count("search", client.post("/knowledge_bases/handbook/search", json={"query": question}))
+            i += 1
+
+
+def soak_chat(base: str, stop: threading.Event, state: Soak) -> None:
+    with httpx.Client(base_url=base, timeout=300) as client:
+        i = 0
+        while not stop.is_set():
+            body = {"question": HANDBOOK_QUESTIONS[i % len(HANDBOOK_QUESTIONS)], "knowledge_base": "handbook",
+                    "stream": True, "max_tokens": 24, "temperature": 0}  # fmt: skip
+            with client.stream("POST", "/chat", json=body) as response:
+                for line in response.iter_lines():
+                    if line.startswith("event: error"):
+                        state.count("chat_error_event")
+                state.count("chat", response)
+            i += 1
+
+
+def soak_health(base: str, stop: threading.Event, state: Soak, times: list[float], memory: list[float]) -> None:
+    with httpx.Client(base_url=base, timeout=60) as client:
+        last_sample = 0.0
+        while not stop.is_set():
+            started = time.perf_counter()
+            state.count("health", client.get("/health"))
+            times.append((time.perf_counter() - started) * 1000)
+            if started - last_sample >= 5:
+                memory.append(_rss_mb())
+                last_sample = started
+            time.sleep(0.1)
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def soak(seconds: float) -> None:
+    state = Soak()
+    crafted = crafted_files()
+    health: list[float] = []
+    memory: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="kbqa-soak-") as tmp:
+        services = handbook_services(tmp, llm={"model": "SmolLM2-135M-Instruct", "max_concurrent": 1, "max_queue": 8})
+        handbook = {r.path for r in services.knowledge_bases.files("handbook")}
+        with serving(create_app(services.settings, services=services)) as base:
+            httpx.post(f"{base}/chat", json={"question": "warm up", "max_tokens": 4}, timeout=300)
+            workers: list[tuple[object, tuple]] = [(soak_upload, (base, state, w, crafted)) for w in range(2)]
+            workers += [(soak_delete, (base, state)), (soak_chat, (base, state))]
+            workers += [(soak_search, (base, state, i)) for i in range(4)]
+            workers += [(soak_health, (base, state, health, memory))]
+            print(f"soak: {seconds:.0f} s, 2 uploading (1 in 10 crafted), 1 deleting, 4 searching, 1 streaming "
+                  "answers, /health every 100 ms", flush=True)  # fmt: skip
+            run_phase(seconds, workers)
+        kb = services.knowledge_bases
+        listed = {r.path: r for r in kb.files("handbook")}
+        indexed = {p for p, r in listed.items() if r.status == "indexed"}
+        store = kb.reader("handbook").documents()
+        content = {p.relative_to(kb.content_dir("handbook")).as_posix()
+                   for p in kb.content_dir("handbook").rglob("*") if p.is_file()}  # fmt: skip
+        expected = state.indexed | handbook
+        agreement = {
+            "listed_indexed_equals_what_clients_were_told": indexed == expected,
+            "index_equals_listing": set(store) == indexed and all(store[p] == listed[p].chunk_count for p in store),
+            # every listed document has its file (the handbook's live in the folder it was built from),
+            # and no file in the knowledge base's folder is unlisted
+            "files_equal_listing": all(Path(r.source).is_file() for r in listed.values()) and content <= set(listed),
+            "crafted_never_indexed": not (state.refused & set(store)),
+        }
+        minute = max(1, int(60 / 5))
+        second_minute = memory[minute : 2 * minute] or memory
+        last_minute = memory[-minute:]
+        flat = abs(statistics.mean(last_minute) - statistics.mean(second_minute)) <= 0.10 * statistics.mean(
+            second_minute
+        )
+        result = {
+            "machine": machine(), "revision": git_revision(), "seconds": seconds, "requests": state.counts,
+            "server_errors": len(state.server_errors), "server_error_examples": state.server_errors[:5],
+            "documents_at_end": len(indexed), "uploads_refused": len(state.refused), "agreement": agreement,
+            "health": percentiles(health), "memory_mb": {"first": memory[0], "second_minute": statistics.mean(
+                second_minute), "last_minute": statistics.mean(last_minute), "max": max(memory), "flat": flat},
+        }  # fmt: skip
+        if not agreement["files_equal_listing"]:
+            result["files_difference"] = {"not_listed": sorted(content - set(listed))[:10], "without_file": sorted(
+                p for p, r in listed.items() if not Path(r.source).is_file())[:10]}  # fmt: skip
+        if indexed != expected:
+            result["difference"] = {
+                "missing": sorted(expected - indexed)[:10],
+                "extra": sorted(indexed - expected)[:10],
+            }
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+    print(f"written: {save_result('soak', result)}")
 
 
 if __name__ == "__main__":

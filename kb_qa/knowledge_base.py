@@ -404,8 +404,9 @@ class KnowledgeBaseService:
         self._remember(info, store)
 
     # ---------------------------------------------------------------- reading
-    def _open_store(self, info: KnowledgeBaseInfo) -> FaissStore:
-        self._catch_up(info)
+    def _open_store(self, info: KnowledgeBaseInfo, *, locked: bool = True) -> FaissStore:
+        """The store, for a writer holding the lock (``locked``) or for reading."""
+        self._catch_up(info, locked=locked)
         directory = self.store_dir(info.name)
         try:
             store = FaissStore.open(directory, info.dimension, self.index_options)
@@ -421,14 +422,24 @@ class KnowledgeBaseService:
             return FaissStore(directory, info.dimension, self.index_options)
         return store
 
-    def _catch_up(self, info: KnowledgeBaseInfo) -> KnowledgeBaseInfo:
+    def _catch_up(self, info: KnowledgeBaseInfo, *, locked: bool = False) -> KnowledgeBaseInfo:
         """``info`` with the registry brought forward to the live index generation, when a writer was
         killed between the two steps of :meth:`_commit`: the rows the generation recorded replace the
-        knowledge base's rows. Only ever forwards; costs a read of ``CURRENT`` when nothing is behind."""
+        knowledge base's rows. Only ever forwards; costs a read of ``CURRENT`` when nothing is behind.
+
+        A registry one step behind is also what a reader sees for a moment while a live writer
+        commits; so unless the caller holds the writer lock (``locked``), the catch-up happens only
+        when the lock is free — no writer alive, so the one that left the registry behind was killed."""
         directory = self.store_dir(info.name)
         generation = _current_generation(directory)
         if generation <= info.generation:
             return info
+        if not locked:
+            try:
+                with WriterLock(self.kb_dir(info.name) / ".write.lock", timeout=0).hold():
+                    return self._catch_up(self.registry.get_kb(info.name), locked=True)
+            except StoreBusy:
+                return info  # a writer is committing: the registry follows in a moment
         try:
             commit = read_commit(directory, generation)
         except StoreError:
@@ -473,7 +484,7 @@ class KnowledgeBaseService:
         cached = self._readers.get(name)
         key = self._reader_key(info)  # taken before opening: a switch meanwhile reopens next time
         if cached is None or self._reader_keys.get(name) != key:
-            cached = self._open_store(info)
+            cached = self._open_store(info, locked=False)
             self._readers[name] = cached
             self._reader_keys[name] = key
         return cached

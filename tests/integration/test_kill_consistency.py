@@ -128,3 +128,21 @@ def test_a_deletion_killed_part_way_leaves_nothing_to_a_new_knowledge_base_of_th
     kb.create("hb")
     assert kb.files("hb") == [] and kb.reader("hb").documents() == {}
     assert not kb.rebuild("hb").outcomes  # the old copies of files are gone too
+
+
+def test_a_reader_leaves_a_live_writers_commit_to_the_writer(services: Services, samples_copy: Path) -> None:
+    """Between a live writer's save and its registry commit, readers do not "repair" anything (the
+    writer is about to); once no writer holds the lock, a registry left behind is caught up."""
+    from vector_store import FaissStore, WriterLock
+
+    kb = services.knowledge_bases
+    kb.create("hb")
+    kb.add_files("hb", [samples_copy / "employee-handbook.md"])
+    created = kb.get("hb").created_at
+    with WriterLock(kb.kb_dir("hb") / ".write.lock", timeout=5).hold():  # a writer in its commit
+        store = FaissStore.open(kb.store_dir("hb"), 384)
+        store.delete("employee-handbook.md")
+        store.save(commit={"created_at": created, "documents": []})  # live; the registry not yet told
+        assert [r.path for r in kb.files("hb")] == ["employee-handbook.md"]  # left to the writer
+        assert kb.get("hb").generation == store.generation - 1
+    assert kb.files("hb") == [] and kb.get("hb").generation == store.generation  # the writer died: caught up
