@@ -69,6 +69,7 @@ def build_services(
             max_unpacked_bytes=int(settings.ingest.max_unpacked_mb * 1024 * 1024),
             max_compression_ratio=settings.ingest.max_compression_ratio,
             max_image_pixels=int(settings.ingest.max_image_megapixels * 1_000_000),
+            max_pdf_pages=settings.ingest.max_pdf_pages,
         ),
         index_options=IndexOptions(
             settings.retrieval.index, settings.retrieval.ivf_nprobe, settings.retrieval.ivf_min_chunks

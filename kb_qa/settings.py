@@ -90,6 +90,7 @@ class IngestSettings(_Section):
     max_compression_ratio: float = Field(200, gt=1)
     workers: int = Field(2, ge=1, le=64)
     max_image_megapixels: float = Field(40, gt=0)
+    max_pdf_pages: int = Field(5000, ge=1)
     isolate_parsers: bool = True
     parser_memory_mb: int = Field(4096, ge=256)
     parser_timeout_s: float = Field(600, gt=0)

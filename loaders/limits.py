@@ -10,7 +10,8 @@ compress 3–30 times; a bomb, thousands), or when it has more than ``max_member
 
 Images are checked the same way from their header: a 5 MB PNG can declare 50,000 × 50,000 pixels
 (2.5 gigapixels, several GB once decoded, and OCR over it for hours); one over ``max_image_pixels``
-is ``too_large`` before anything decodes it.
+is ``too_large`` before anything decodes it. A PDF whose page tree declares more than
+``max_pdf_pages`` pages is ``too_large`` before any page is read.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from loaders.base import LoadError
 
@@ -36,6 +38,7 @@ class Limits:
     max_compression_ratio: float = 200.0
     max_members: int = 10_000
     max_image_pixels: int = 40_000_000  # ingest.max_image_megapixels
+    max_pdf_pages: int = 5_000  # ingest.max_pdf_pages
 
 
 DEFAULT_LIMITS = Limits()
@@ -50,6 +53,9 @@ def check_container(path: Path, limits: Limits = DEFAULT_LIMITS) -> None:
     """
     if path.suffix.lower() in IMAGE_SUFFIXES:
         _check_image(path, limits)
+        return
+    if path.suffix.lower() == ".pdf":
+        _check_pdf(path, limits)
         return
     if path.suffix.lower() not in ZIP_SUFFIXES:
         return
@@ -90,7 +96,8 @@ def _check_image(path: Path, limits: Limits) -> None:
             with Image.open(path) as image:  # reads the header only
                 width, height = image.size
     except Image.DecompressionBombError as exc:  # Pillow's own bound, far above ours
-        raise LoadError("too_large", str(exc)) from exc
+        limit = limits.max_image_pixels / 1e6
+        raise LoadError("too_large", f"{exc} — over ingest.max_image_megapixels = {limit:g}") from exc
     except (OSError, ValueError, SyntaxError):
         return  # not an image after all: the loader says what it is
     if width * height > limits.max_image_pixels:
@@ -98,4 +105,23 @@ def _check_image(path: Path, limits: Limits) -> None:
             "too_large",
             f"{width:,} × {height:,} pixels = {width * height / 1e6:,.0f} megapixels, over "
             f"ingest.max_image_megapixels = {limits.max_image_pixels / 1e6:g}",
+        )
+
+
+def _check_pdf(path: Path, limits: Limits) -> None:
+    """Refuse a PDF whose page tree declares more than ``limits.max_pdf_pages`` pages (read from the
+    root's ``/Count``; no page is parsed)."""
+    from pypdf import PdfReader
+    from pypdf.errors import LimitReachedError, PdfReadError
+
+    try:
+        root: Any = PdfReader(str(path)).trailer["/Root"]
+        declared = int(root["/Pages"]["/Count"])
+    except LimitReachedError as exc:  # pypdf's own bounds on arrays and streams
+        raise LoadError("too_large", f"{exc} (the PDF's structure is beyond what is read)") from exc
+    except (PdfReadError, OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # encrypted, damaged or unusual: the loader says what it is
+    if declared > limits.max_pdf_pages:
+        raise LoadError(
+            "too_large", f"{declared:,} pages declared, over ingest.max_pdf_pages = {limits.max_pdf_pages:,}"
         )

@@ -117,3 +117,21 @@ def test_the_billion_laughs_are_not_expanded(tmp_path: Path) -> None:
     (piece,) = load_file(laughs)
     assert piece.page_content == "Fish & chips"  # XML's own entities still read; declared ones not expanded
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KB: nothing inflated
+
+
+def test_a_pdf_declaring_too_many_pages_is_refused_before_any_page_is_read(tmp_path: Path) -> None:
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", b"<< /Type /Pages /Kids [3 0 R] /Count 100000 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] >>"]  # fmt: skip
+    body, offsets = bytearray(b"%PDF-1.4\n"), []
+    for number, content in enumerate(objects, start=1):
+        offsets.append(len(body))
+        body += b"%d 0 obj\n%s\nendobj\n" % (number, content)
+    xref = len(body)
+    body += b"xref\n0 4\n0000000000 65535 f \n" + b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    body += b"trailer\n<< /Size 4 /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    claims = tmp_path / "claims.pdf"
+    claims.write_bytes(bytes(body))
+    with pytest.raises(LoadError) as caught:
+        check_container(claims, Limits())
+    assert caught.value.reason == "too_large" and "100,000 pages declared" in str(caught.value)
+    check_container(claims, Limits(max_pdf_pages=100_000))  # within a raised limit it passes to the loader
