@@ -43,6 +43,14 @@ def handbook_services(root: str | Path, **overrides: Any) -> Services:
     return services
 
 
+def memory_mb(field: str = "VmRSS") -> float:
+    """This process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def require_shared() -> Path:
     if not SHARED.is_dir():
         raise SystemExit(f"{SHARED} is absent: the benchmarks need ../shared/data")

@@ -30,7 +30,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import git_revision, handbook_services, machine, save_result
+from bench.common import git_revision, handbook_services, machine, memory_mb, save_result
 from kb_qa.api import create_app
 from kb_qa.api.local import serving
 
@@ -156,20 +156,6 @@ CRAFTED: list[tuple[str, Callable[[], bytes]]] = [
 ]
 
 
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def main() -> None:
     result: dict = {"machine": machine(), "revision": git_revision(), "files": []}
     with tempfile.TemporaryDirectory(prefix="kbqa-crafted-") as tmp:
@@ -194,7 +180,7 @@ def main() -> None:
                             time.sleep(0.05)
 
                 poller = threading.Thread(target=poll, daemon=True)
-                before_rss, before_peak = rss_mb(), peak_rss_mb()
+                before_rss, before_peak = memory_mb(), memory_mb("VmHWM")
                 poller.start()
                 started = time.perf_counter()
                 response = client.post("/knowledge_bases/handbook/documents", files=[("files", (name, data))])
@@ -210,8 +196,8 @@ def main() -> None:
                     "action": outcome.get("action") or outcome.get("code"),
                     "reason": (outcome.get("error") or outcome.get("message") or "")[:160],
                     "seconds": round(seconds, 2),
-                    "rss_growth_mb": round(rss_mb() - before_rss, 1),
-                    "peak_growth_mb": round(peak_rss_mb() - before_peak, 1),
+                    "rss_growth_mb": round(memory_mb() - before_rss, 1),
+                    "peak_growth_mb": round(memory_mb("VmHWM") - before_peak, 1),
                     "health_max_ms": round(worst[0] * 1000, 1),
                 }
                 result["files"].append(row)

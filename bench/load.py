@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import HANDBOOK_QUESTIONS, git_revision, handbook_services, machine, save_result
+from bench.common import HANDBOOK_QUESTIONS, git_revision, handbook_services, machine, memory_mb, save_result
 from kb_qa.api import create_app
 from kb_qa.api.local import serving
 
@@ -253,16 +253,9 @@ def soak_health(base: str, stop: threading.Event, state: Soak, times: list[float
             state.count("health", client.get("/health"))
             times.append((time.perf_counter() - started) * 1000)
             if started - last_sample >= 5:
-                memory.append(_rss_mb())
+                memory.append(memory_mb())
                 last_sample = started
             time.sleep(0.1)
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def soak(seconds: float) -> None:

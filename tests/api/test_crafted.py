@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from bench.common import memory_mb
 from bench.crafted import docx_paragraphs, elf_as_text, json_nesting, pdf_pages, png_pixels, xml_laughs
 from kb_qa.api import create_app
 from kb_qa.embeddings import SentenceTransformerEmbeddings
@@ -18,13 +19,6 @@ from kb_qa.services import build_services
 from kb_qa.settings import load_settings
 
 pytestmark = pytest.mark.integration
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 CASES: list[tuple[str, Callable[[], bytes], int, str]] = [
@@ -47,11 +41,11 @@ def test_crafted_files_fail_alone_with_their_reason_and_bounded_memory(
         for name, make, status, reason in CASES:
             data = make()
             assert len(data) <= 5 * 1024 * 1024
-            before = rss_mb()
+            before = memory_mb()
             response = client.post("/knowledge_bases/hb/documents", files=[("files", (name, data))])
             assert response.status_code == status, (name, response.text)
             assert reason in response.text, (name, response.text)
-            assert rss_mb() - before < 300, name
+            assert memory_mb() - before < 300, name
         good = client.post("/knowledge_bases/hb/documents", files=[("files", ("ok.md", b"# Fine\n\nA real file.\n"))])
         assert good.status_code == 200
         listed = client.get("/knowledge_bases/hb/documents").json()
