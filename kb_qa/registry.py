@@ -111,7 +111,7 @@ class Registry:
         """A connection in one transaction. ``write=False`` (reads): when the disk is full SQLite
         cannot even set up a reader of a WAL database, so a read falls back to opening the file as
         immutable — on a full disk nobody can be writing it."""
-        if not write and self._ready and disk_full(self.path.parent) and self.path.exists():
+        if not write and self.path.exists() and disk_full(self.path.parent):
             try:
                 connection = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True)
             except sqlite3.Error as exc:
