@@ -184,7 +184,11 @@ class _Server(MCPServer):
         with acting(principal):
             infos = service.list_all()
         for info in infos:
-            for record in service.files(info.name):
+            try:
+                records = service.files(info.name)
+            except KbQaError:  # deleted since it was listed
+                continue
+            for record in records:
                 if record.status != "indexed":
                     continue
                 if len(found) == LISTED_DOCUMENTS:
