@@ -103,7 +103,12 @@ class ParserProcess:
         """
         connection = self._connection if self._process is not None and self._process.is_alive() else None
         connection = connection or self._start()
-        connection.send((function, args))
+        try:
+            connection.send((function, args))
+        except OSError:  # it died since it was last used (killed from outside): a fresh one takes the file
+            self.stop()
+            connection = self._start()
+            connection.send((function, args))
         if not connection.poll(self.isolation.timeout_s):
             self.stop()
             raise LoadError("timeout", f"reading it took longer than {self.isolation.timeout_s:g} s "
