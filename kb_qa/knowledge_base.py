@@ -405,8 +405,10 @@ class KnowledgeBaseService:
 
     # ---------------------------------------------------------------- reading
     def _open_store(self, info: KnowledgeBaseInfo, *, locked: bool = True) -> FaissStore:
-        """The store, for a writer holding the lock (``locked``) or for reading."""
-        self._catch_up(info, locked=locked)
+        """The store, for a writer holding the lock (``locked``: the registry is caught up here) or
+        for reading (:meth:`reader` has caught it up already)."""
+        if locked:
+            self._catch_up(info, locked=True)
         directory = self.store_dir(info.name)
         try:
             store = FaissStore.open(directory, info.dimension, self.index_options)
