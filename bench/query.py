@@ -26,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,13 @@ def passages_and_vectors(shared: Path, embeddings: object) -> tuple[list[str], n
     return texts, vectors
 
 
-def build_store(folder: Path, size: int, texts: list[str], vectors: np.ndarray, seed: int = 0) -> FaissStore:
+def synthetic_documents(
+    size: int, texts: list[str], vectors: np.ndarray, seed: int = 0, per_doc: int = 100
+) -> Iterator[tuple[str, list[str], list[dict[str, int]], np.ndarray]]:
+    """``size`` synthetic chunks in documents of ``per_doc`` (see the module's description):
+    ``(document, texts, metadatas, vectors)`` each."""
     rng = np.random.default_rng(seed)
     sentences = [[s for s in _SENTENCE.split(t) if s.strip()] or [t] for t in texts]
-    store = FaissStore(folder, vectors.shape[1])
-    per_doc = 100
-    started = time.perf_counter()
     for doc in range(size // per_doc):
         a = rng.integers(0, len(texts), per_doc)
         b = rng.integers(0, len(texts), per_doc)
@@ -76,9 +78,16 @@ def build_store(folder: Path, size: int, texts: list[str], vectors: np.ndarray, 
         noise = rng.normal(0, 0.02, (per_doc, vectors.shape[1])).astype(np.float32)
         mixed = 0.75 * vectors[a] + 0.25 * vectors[b] + noise
         metadatas = [{"ordinal": k, "start": 0, "end": len(t), "piece": k} for k, t in enumerate(chunk_texts)]
-        store.add(f"doc-{doc:05d}.txt", chunk_texts, metadatas, mixed)
-        if doc % 100 == 99:
-            print(f"  {(doc + 1) * per_doc} chunks ({time.perf_counter() - started:.0f} s)", flush=True)
+        yield f"doc-{doc:05d}.txt", chunk_texts, metadatas, mixed
+
+
+def build_store(folder: Path, size: int, texts: list[str], vectors: np.ndarray, seed: int = 0) -> FaissStore:
+    store = FaissStore(folder, vectors.shape[1])
+    started = time.perf_counter()
+    for number, (doc, chunk_texts, metadatas, mixed) in enumerate(synthetic_documents(size, texts, vectors, seed)):
+        store.add(doc, chunk_texts, metadatas, mixed)
+        if number % 100 == 99:
+            print(f"  {(number + 1) * len(chunk_texts)} chunks ({time.perf_counter() - started:.0f} s)", flush=True)
     store.save()
     return store
 
@@ -111,7 +120,7 @@ def components(retriever: Retriever, store: FaissStore, queries: list[str]) -> d
         t1 = time.perf_counter()
         store.search(vector, 50)
         t2 = time.perf_counter()
-        store.keywords.scores(query)
+        store.keyword_search(query, 50)
         t3 = time.perf_counter()
         embed.append((t1 - t0) * 1000)
         dense.append((t2 - t1) * 1000)

@@ -26,6 +26,7 @@ from kb_qa.evaluation import load_set, passage_store
 from kb_qa.retrieval import RetrievalOptions, Retriever
 from kb_qa.services import build_embeddings
 from kb_qa.settings import load_settings
+from vector_store import FaissStore
 
 THRESHOLDS = (0.80, 0.82, 0.84, 0.85, 0.86, 0.87, 0.88, 0.90)
 
@@ -41,7 +42,7 @@ def main() -> None:
     embeddings = build_embeddings(settings)
     retriever = Retriever(None, embeddings, RetrievalOptions.from_settings(settings.retrieval))  # type: ignore[arg-type]
     with tempfile.TemporaryDirectory() as tmp:
-        store = passage_store(data, retriever, Path(tmp))
+        store = passage_store(data, retriever, FaissStore(Path(tmp), embeddings.dimension))
         best = {}
         for label, queries in (("answerable", data.queries), ("unanswerable", data.unanswerable)):
             vectors = embeddings.encode_queries([q.text for q in queries])

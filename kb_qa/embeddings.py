@@ -153,9 +153,11 @@ class SentenceTransformerEmbeddings(Embeddings):
             return np.zeros((0, self.dimension), dtype=np.float32)
         import torch
 
+        # a text that carries a prefix already (sent so by another kb-qa's remote embeddings, say) stays as it is
+        carried = tuple(p for p in (self.query_prefix, self.passage_prefix) if p)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast), torch.inference_mode():
             vectors = self._model.encode(
-                [prefix + t for t in texts],
+                [t if carried and t.startswith(carried) else prefix + t for t in texts],
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=False,
@@ -177,3 +179,148 @@ class SentenceTransformerEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         return self.encode_queries([text])[0].tolist()
+
+
+class RemoteEmbeddings(Embeddings):
+    """Embeddings from an OpenAI-compatible ``/v1/embeddings`` server (``embedding.backend: openai``):
+    vLLM, text-embeddings-inference, Infinity, Xinference — or another kb-qa.
+
+    The model family's query/passage prefixes are prepended here (servers embed what they get; kb-qa's
+    own endpoint leaves a text that already carries one as it is). Texts go in batches; a 429, a 5xx
+    or a dropped connection is retried with exponential backoff (honouring ``Retry-After``). Vectors
+    are L2-normalised here, as the local model's are.
+
+    :param url: the server's base URL, e.g. ``http://gpu-box:8000/v1``.
+    :param name: the model name recorded in knowledge bases (``embedding.model``): a knowledge base
+        built by the local model of that name can be searched with the remote one and the other way.
+    :param remote_model: the model name the server knows (default: ``name``).
+    """
+
+    remote = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        name: str,
+        remote_model: str = "",
+        api_key: str = "",
+        batch_size: int = 64,
+        timeout: float = 60.0,
+        max_retries: int = 5,
+        query_prefix: str | None = None,
+        passage_prefix: str | None = None,
+        backoff: float = 0.5,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self.name = name
+        self.remote_model = remote_model or name
+        self.api_key = api_key
+        self.batch_size = batch_size
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        family_query, family_passage = family_prefixes(Path(name), name)
+        self.query_prefix = family_query if query_prefix is None else query_prefix
+        self.passage_prefix = family_passage if passage_prefix is None else passage_prefix
+        self.model_path = Path(self.url)
+        self.device = "remote"
+        self.precision = "server"
+        self._dimension: int | None = None
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _http(self) -> Any:
+        import httpx
+
+        with self._lock:
+            if self._client is None:
+                headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+                self._client = httpx.Client(timeout=self.timeout, headers=headers)
+            return self._client
+
+    def warm_up(self) -> None:
+        """Ask the server once (its dimension): an unreachable server fails here, not mid-import."""
+        _ = self.dimension
+
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            self._dimension = int(self._request(["dimension probe"]).shape[1])
+        return self._dimension
+
+    def _request(self, texts: list[str]) -> np.ndarray:
+        import time
+
+        import httpx
+
+        endpoint = f"{self.url}/embeddings"
+        body = {"model": self.remote_model, "input": texts, "encoding_format": "float"}
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            wait = self.backoff * 2**attempt
+            try:
+                response = self._http().post(endpoint, json=body)
+            except httpx.HTTPError as exc:  # refused, reset, timed out
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code == 200:
+                    return self._parse(response, len(texts))
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                if response.status_code != 429 and response.status_code < 500:
+                    raise ModelUnavailable(f"the embedding server at {endpoint} refused the request ({problem})")
+                retry_after = response.headers.get("Retry-After", "")
+                if retry_after.isdigit():
+                    wait = max(wait, float(retry_after))
+            if attempt < self.max_retries:
+                log.info("embedding server: %s; retrying in %.1f s", problem, wait)
+                time.sleep(min(wait, 30.0))
+        raise ModelUnavailable(
+            f"the embedding server at {endpoint} did not answer after {self.max_retries + 1} tries ({problem}); "
+            "check embedding.url and that the server runs"
+        )
+
+    def _parse(self, response: Any, count: int) -> np.ndarray:
+        try:
+            data = sorted(response.json()["data"], key=lambda item: item["index"])
+            matrix = np.array([item["embedding"] for item in data], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelUnavailable(f"the embedding server's answer is not an embeddings list ({exc})") from exc
+        if matrix.ndim != 2 or len(matrix) != count:
+            raise ModelUnavailable(f"the embedding server returned {len(matrix)} vectors for {count} texts")
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        return np.ascontiguousarray(matrix / norms, dtype=np.float32)
+
+    def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        parts = [
+            self._request([prefix + t for t in texts[start : start + self.batch_size]])
+            for start in range(0, len(texts), self.batch_size)
+        ]
+        matrix = np.vstack(parts)
+        if self._dimension is None:
+            self._dimension = int(matrix.shape[1])
+        elif matrix.shape[1] != self._dimension:
+            raise ModelUnavailable(
+                f"the embedding server changed its dimension ({self._dimension} → {matrix.shape[1]}); "
+                "is embedding.url pointing at another model?"
+            )
+        return matrix
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts, self.passage_prefix)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self._encode(texts, self.query_prefix)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(list(texts)).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode_queries([text])[0].tolist()
+
+
+TextEmbeddings = SentenceTransformerEmbeddings | RemoteEmbeddings
+"""Either kind: the services take whichever the settings build (:func:`kb_qa.services.build_embeddings`)."""

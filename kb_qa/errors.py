@@ -86,6 +86,12 @@ class StorageError(KbQaError):
     code = "storage_error"
 
 
+class StorageUnavailable(StorageError):
+    """The database holding the knowledge bases cannot be reached for now; try again shortly."""
+
+    code = "storage_unavailable"
+
+
 class Busy(KbQaError):
     """Another writer holds the knowledge base; try again later."""
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Protocol
 
 from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport
-from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.embeddings import TextEmbeddings
 from kb_qa.errors import EmbeddingMismatch
 from kb_qa.registry import now
 from loaders import DEFAULT_LIMITS, Chunk, Limits, Loader, LoadError, TextSplitter, loader_for, read_and_split
 from loaders.isolation import Isolation, pool_for
-from vector_store import FaissStore
+from vector_store.contract import ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ class Pipeline:
 
     def __init__(
         self,
-        embeddings: SentenceTransformerEmbeddings,
+        embeddings: TextEmbeddings,
         splitter: TextSplitter,
         *,
         heading_prefix: bool = True,
@@ -175,7 +175,7 @@ class Pipeline:
 
     def run(
         self,
-        store: FaissStore,
+        store: ChunkStore,
         items: dict[str, Path],
         existing: dict[str, DocumentRecord],
         *,
@@ -268,7 +268,7 @@ class Pipeline:
             raise LoadError("empty", item.path.name)
         return Prepared(item, item.loader_name, chunks)
 
-    def _embed_and_add(self, store: FaissStore, group: list[Prepared]) -> int:
+    def _embed_and_add(self, store: ChunkStore, group: list[Prepared]) -> int:
         texts = [c.embedding_text(self.heading_prefix) for entry in group for c in entry.chunks]
         # repeated boilerplate (headers, footers, table-of-contents lines) is embedded once
         unique = list(dict.fromkeys(texts))

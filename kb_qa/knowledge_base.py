@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kb_qa.domain import DocumentRecord, FileOutcome, IngestReport, KnowledgeBaseInfo
-from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.embeddings import RemoteEmbeddings, TextEmbeddings
 from kb_qa.errors import (
     Busy,
     Conflict,
@@ -28,15 +28,18 @@ from kb_qa.errors import (
     DocumentRejected,
     EmbeddingMismatch,
     IndexUnreadable,
+    KnowledgeBaseExists,
     KnowledgeBaseNotFound,
+    StorageUnavailable,
 )
-from kb_qa.ingest import Pipeline, Progress
+from kb_qa.ingest import NoProgress, Pipeline, Progress
 from kb_qa.keys import ACTOR, AuditLog
-from kb_qa.registry import Registry, validate_name
+from kb_qa.registry import PgRegistry, Registry, validate_name
+from kb_qa.storage import FolderStorage, Storage
 from loaders import DEFAULT_LIMITS, Limits, Loader, LoadError, TextSplitter
 from loaders.isolation import Isolation
-from vector_store import FaissStore, IndexOptions, StoreBusy, StoreError, WriterLock
-from vector_store.faiss_store import read_commit
+from vector_store import IndexOptions, StoreBusy, StoreError
+from vector_store.contract import ChunkStore, StoredChunk, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +70,8 @@ class KnowledgeBaseService:
     :param max_file_bytes: larger files are rejected.
     :param limits: what a file may unpack to (:mod:`loaders.limits`).
     :param lock_timeout: seconds a writer waits for another before giving up with :class:`Busy`.
-    :param index_options: exact or approximate (IVF) dense search.
+    :param index_options: exact or approximate (IVF) dense search (folder storage).
+    :param storage: where indexes live and how writers lock (default: folders under ``root``).
     :param isolation: read files in parser processes (:mod:`loaders.isolation`); default: in this one.
     :param audit: where changes are recorded (who, what, which knowledge base and document).
 
@@ -82,8 +86,8 @@ class KnowledgeBaseService:
     def __init__(
         self,
         root: Path,
-        registry: Registry,
-        embeddings: SentenceTransformerEmbeddings,
+        registry: Registry | PgRegistry,
+        embeddings: TextEmbeddings,
         splitter: TextSplitter,
         *,
         heading_prefix: bool = True,
@@ -94,6 +98,7 @@ class KnowledgeBaseService:
         index_options: IndexOptions | None = None,
         audit: AuditLog | None = None,
         isolation: Isolation | None = None,
+        storage: Storage | None = None,
     ) -> None:
         self.root = root
         self.audit = audit
@@ -111,7 +116,8 @@ class KnowledgeBaseService:
         )
         self.lock_timeout = lock_timeout
         self.index_options = index_options or IndexOptions()
-        self._readers: dict[str, FaissStore] = {}
+        self.storage: Storage = storage or FolderStorage(root, self.index_options)
+        self._readers: dict[str, ChunkStore] = {}
         self._reader_keys: dict[str, tuple[object, ...]] = {}
 
     # ------------------------------------------------------------------ paths
@@ -132,6 +138,7 @@ class KnowledgeBaseService:
         return self.kb_dir(name) / "content"
 
     def store_dir(self, name: str) -> Path:
+        """Where a folder-stored index lives (unused with PostgreSQL storage)."""
         return self.kb_dir(name) / "vector_store"
 
     @contextmanager
@@ -143,7 +150,7 @@ class KnowledgeBaseService:
         deleted and re-created gives :class:`Conflict` — never a write into what is gone.
         """
         try:
-            with WriterLock(self.kb_dir(name) / ".write.lock", timeout=self.lock_timeout).hold():
+            with self.storage.lock(validate_name(name), self.lock_timeout):
                 if info is not None:
                     self._still_there(info)
                 yield
@@ -181,7 +188,7 @@ class KnowledgeBaseService:
         if not any(kb.name == name for kb in self.registry.list_kbs()):
             # what a deletion killed part-way left behind must not come back in the new one (a writer
             # still waiting on the deleted one finds a new identity once it holds the lock: it writes nothing)
-            shutil.rmtree(self.store_dir(name), ignore_errors=True)
+            self.storage.drop(name)
             shutil.rmtree(self.content_dir(name), ignore_errors=True)
         info = self.registry.create_kb(name, description, self.embeddings.name, self.embeddings.dimension)
         self.content_dir(name).mkdir(parents=True, exist_ok=True)
@@ -203,7 +210,7 @@ class KnowledgeBaseService:
         with self._lock(name, info):
             self.registry.delete_kb(name)
             self._readers.pop(name, None)
-            shutil.rmtree(self.store_dir(name), ignore_errors=True)
+            self.storage.drop(name)
             shutil.rmtree(self.content_dir(name), ignore_errors=True)
         shutil.rmtree(self.kb_dir(name), ignore_errors=True)
         self._record("kb.delete", name)
@@ -215,7 +222,15 @@ class KnowledgeBaseService:
 
     def _check_model(self, info: KnowledgeBaseInfo) -> None:
         # names only: comparing dimensions would load the model even when nothing is embedded;
-        # a model that changed under the same name is caught by the store's dimension check
+        # a model that changed under the same name is caught by the store's dimension check. A remote
+        # model is asked its dimension once (a server serving another model under the name shows here)
+        remote = isinstance(self.embeddings, RemoteEmbeddings)
+        if remote and info.embedding_model == self.embeddings.name and self.embeddings.dimension != info.dimension:
+            raise EmbeddingMismatch(
+                f"knowledge base '{info.name}' holds {info.dimension}-d vectors of {info.embedding_model}, but the "
+                f"embedding server at {getattr(self.embeddings, 'url', '?')} gives {self.embeddings.dimension}-d "
+                "ones; point embedding.url at a server of that model"
+            )
         if info.embedding_model != self.embeddings.name:
             raise EmbeddingMismatch(
                 f"knowledge base '{info.name}' was built with {info.embedding_model} ({info.dimension}-d) but the "
@@ -313,9 +328,13 @@ class KnowledgeBaseService:
                     f"knowledge base '{name}' has no document '{missing[0]}' (see `kb-qa kb files {name}`)"
                 )
             store = self._open_store(info)
-            for key in keys:
-                store.delete(key)
-            self._commit(info, store, [], [(name, k) for k in keys])
+            try:
+                for key in keys:
+                    store.delete(key)
+                self._commit(info, store, [], [(name, k) for k in keys])
+            except BaseException:
+                store.discard()
+                raise
             content = self.content_dir(name).resolve()
             for key in keys:
                 copy = (self.content_dir(name) / key).resolve()
@@ -353,7 +372,7 @@ class KnowledgeBaseService:
                 directory.mkdir(parents=True, exist_ok=True)
             if recreate:  # the registry first: killed in between, the old index re-fills it at the next open
                 self.registry.clear_documents(name)
-                shutil.rmtree(self.store_dir(name), ignore_errors=True)
+                self.storage.drop(name)
                 self._readers.pop(name, None)
                 if info.embedding_model != self.embeddings.name:
                     self.registry.delete_kb(name)
@@ -375,18 +394,22 @@ class KnowledgeBaseService:
         remove_missing: bool,
         report: IngestReport,
         progress: Progress | None,
-        store: FaissStore | None = None,
+        store: ChunkStore | None = None,
         checked: dict[str, tuple[Loader, str]] | None = None,
     ) -> None:
         """Run the pipeline, then commit its registry rows (after the store was saved)."""
         store = store or self._open_store(info)
-        existing = {r.path: r for r in self.registry.documents(info.name)}
-        run = self.pipeline.run(store, items, existing, remove_missing=remove_missing, report=report,
-                                progress=progress, checked=checked)  # fmt: skip
-        self._commit(info, store, run.upserts, run.deletes)
+        try:
+            existing = {r.path: r for r in self.registry.documents(info.name)}
+            run = self.pipeline.run(store, items, existing, remove_missing=remove_missing, report=report,
+                                    progress=progress, checked=checked)  # fmt: skip
+            self._commit(info, store, run.upserts, run.deletes)
+        except BaseException:
+            store.discard()  # nothing of a failed write stays pending (a database rolls it back)
+            raise
 
     def _commit(
-        self, info: KnowledgeBaseInfo, store: FaissStore, upserts: list[DocumentRecord], deletes: list[tuple[str, str]]
+        self, info: KnowledgeBaseInfo, store: ChunkStore, upserts: list[DocumentRecord], deletes: list[tuple[str, str]]
     ) -> None:
         """The one commit point of a write: the store's new generation carries the document rows the
         registry must hold once it is live (``commit.N.json``), then the registry takes them.
@@ -403,16 +426,76 @@ class KnowledgeBaseService:
         self.registry.apply(upserts, deletes, generation=(info.name, store.generation))
         self._remember(info, store)
 
+    def move_to(self, name: str, target: KnowledgeBaseService, progress: Progress | None = None) -> KnowledgeBaseInfo:
+        """Move knowledge base ``name`` — registry rows, chunks, vectors and keywords, nothing re-embedded —
+        to ``target`` (a service on the other storage: folders → PostgreSQL or back). The copies of
+        files stay where they are (both storages keep them under the same root) and now belong to the
+        target. The source is locked throughout; the copy becomes visible in one commit, then the source's
+        index and rows are removed. Fails part-way: nothing of the copy stays. Killed between the
+        commit and the removal: running it again finishes the move.
+
+        :raises KnowledgeBaseExists: when ``target`` already holds a different knowledge base of that name.
+        """
+        _allowed(name, "admin")
+        info = self.get(name)
+        progress = progress or NoProgress()
+        with self._lock(name, info):
+            store = self._open_store(info)
+            rows = self.registry.documents(name)
+            if any(kb.name == name for kb in target.registry.list_kbs()):
+                if _same_documents(target.registry.documents(name), rows):  # an interrupted move: finish it
+                    self._forget(name)
+                    return target.get(name)
+                raise KnowledgeBaseExists(
+                    f"knowledge base '{name}' already exists in the {target.storage.kind} storage with other "
+                    "documents; delete it there first (`kb-qa kb delete` with storage.backend set to it)"
+                )
+            target.storage.drop(name)  # what an earlier move killed part-way left (nothing lists it)
+            created = target.registry.create_kb(name, info.description, info.embedding_model, info.dimension)
+            try:
+                if info.source_dir:
+                    target.registry.set_source_dir(name, info.source_dir)
+                with target._lock(name, created):
+                    copy = target._open_store(created)
+                    documents = store.documents()
+                    progress.start(len(documents), f"moving {name}")
+                    for doc in sorted(documents):
+                        chunks = sorted(store.chunks_of(doc), key=lambda c: c.id)
+                        vectors = store.vectors([c.id for c in chunks])
+                        keyword_texts = [self._keyword_text(c) for c in chunks]
+                        copy.add(doc, [c.text for c in chunks], [c.metadata for c in chunks], vectors, keyword_texts)
+                        progress.advance(1, doc)
+                    target._commit(created, copy, rows, [])
+            except BaseException:
+                target.registry.delete_kb(name)
+                target.storage.drop(name)
+                raise
+            self._forget(name)
+        self._record("kb.move", name, detail=f"to {target.storage.kind}")
+        return target.get(name)
+
+    def _forget(self, name: str) -> None:
+        """Remove a knowledge base's rows and index, keeping its copies of files (a move's last step)."""
+        self.registry.delete_kb(name)
+        self.storage.drop(name)
+        self._readers.pop(name, None)
+
+    def _keyword_text(self, chunk: StoredChunk) -> str:
+        """What the keyword index saw for ``chunk`` at ingestion (the heading path in front, when on)."""
+        heading = chunk.metadata.get("heading") or ""
+        return f"{heading}\n{chunk.text}" if self.pipeline.heading_prefix and heading else chunk.text
+
     # ---------------------------------------------------------------- reading
-    def _open_store(self, info: KnowledgeBaseInfo, *, locked: bool = True) -> FaissStore:
+    def _open_store(self, info: KnowledgeBaseInfo, *, locked: bool = True) -> ChunkStore:
         """The store, for a writer holding the lock (``locked``: the registry is caught up here) or
         for reading (:meth:`reader` has caught it up already)."""
         if locked:
             self._catch_up(info, locked=True)
-        directory = self.store_dir(info.name)
         try:
-            store = FaissStore.open(directory, info.dimension, self.index_options)
+            store = self.storage.open(info)
             commit = store.read_commit()
+        except StoreUnavailable as exc:
+            raise StorageUnavailable(f"{exc}; try again shortly") from exc
         except StoreError as exc:
             raise IndexUnreadable(
                 f"the index of '{info.name}' cannot be read ({exc}); run `kb-qa kb rebuild {info.name} --recreate`"
@@ -420,8 +503,8 @@ class KnowledgeBaseService:
         if commit is not None and commit.get("created_at") != info.created_at:
             # left by a knowledge base of the same name whose deletion was killed part-way: never
             # answer from it; the next write replaces it
-            log.warning("ignoring the index in %s: it belongs to a deleted knowledge base '%s'", directory, info.name)
-            return FaissStore(directory, info.dimension, self.index_options)
+            log.warning("ignoring the stored index of '%s': it belongs to a deleted knowledge base", info.name)
+            return self.storage.empty(info)
         return store
 
     def _catch_up(self, info: KnowledgeBaseInfo, *, locked: bool = False) -> KnowledgeBaseInfo:
@@ -432,18 +515,17 @@ class KnowledgeBaseService:
         A registry one step behind is also what a reader sees for a moment while a live writer
         commits; so unless the caller holds the writer lock (``locked``), the catch-up happens only
         when the lock is free — no writer alive, so the one that left the registry behind was killed."""
-        directory = self.store_dir(info.name)
-        generation = _current_generation(directory)
+        generation = self.storage.generation(info.name)
         if generation <= info.generation:
             return info
         if not locked:
             try:
-                with WriterLock(self.kb_dir(info.name) / ".write.lock", timeout=0).hold():
+                with self.storage.lock(info.name, 0):
                     return self._catch_up(self.registry.get_kb(info.name), locked=True)
             except StoreBusy:
                 return info  # a writer is committing: the registry follows in a moment
         try:
-            commit = read_commit(directory, generation)
+            commit = self.storage.read_commit(info.name, generation)
         except StoreError:
             return info  # opening the store says what is wrong
         if not commit or commit.get("created_at") != info.created_at:
@@ -467,16 +549,16 @@ class KnowledgeBaseService:
                 action = "reindex" if reindex and outcome.action != "failed" else outcome.action
                 self._record(f"document.{action}", report.kb, outcome.path, outcome.error)
 
-    def _remember(self, info: KnowledgeBaseInfo, store: FaissStore) -> None:
+    def _remember(self, info: KnowledgeBaseInfo, store: ChunkStore) -> None:
         """Keep the store a write just saved as the reader (no reopening from disk)."""
         self._readers[info.name] = store
         self._reader_keys[info.name] = self._reader_key(info)
 
     def _reader_key(self, info: KnowledgeBaseInfo) -> tuple[object, ...]:
         """Which knowledge base and which generation a reader holds (equal: nothing changed since)."""
-        return (info.created_at, *_generation_identity(self.store_dir(info.name)))
+        return (info.created_at, *self.storage.identity(info.name))
 
-    def reader(self, name: str) -> FaissStore:
+    def reader(self, name: str) -> ChunkStore:
         """The knowledge base's store for reading, reopened when any writer — this process, the CLI,
         another server — saved a newer one, or deleted and re-created the knowledge base (its
         generations then count from 1 again: the identity of the generation pointer tells)."""
@@ -492,6 +574,10 @@ class KnowledgeBaseService:
         return cached
 
 
+def _same_documents(a: list[DocumentRecord], b: list[DocumentRecord]) -> bool:
+    return sorted((r.path, r.sha256, r.chunk_count) for r in a) == sorted((r.path, r.sha256, r.chunk_count) for r in b)
+
+
 def _sees(name: str) -> bool:
     actor = ACTOR.get()
     return actor is None or actor.sees(name)
@@ -502,23 +588,6 @@ def _allowed(name: str, role: str = "read") -> None:
     actor = ACTOR.get()
     if actor is not None:
         actor.check(name, role)
-
-
-def _generation_identity(directory: Path) -> tuple[int, int, int]:
-    """(generation, inode, modification time in ns) of the CURRENT pointer: equal only when no
-    writer has switched generations since."""
-    try:
-        stat = (directory / "CURRENT").stat()
-    except FileNotFoundError:
-        return (0, 0, 0)
-    return (_current_generation(directory), stat.st_ino, stat.st_mtime_ns)
-
-
-def _current_generation(directory: Path) -> int:
-    try:
-        return int((directory / "CURRENT").read_text(encoding="ascii").strip() or 0)
-    except (FileNotFoundError, ValueError):
-        return 0
 
 
 def _move_into(source: Path, target: Path) -> Path:

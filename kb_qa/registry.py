@@ -13,9 +13,10 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from kb_qa.domain import DocumentRecord, KnowledgeBaseInfo
-from kb_qa.errors import InvalidName, KnowledgeBaseExists, KnowledgeBaseNotFound, StorageError
+from kb_qa.errors import InvalidName, KnowledgeBaseExists, KnowledgeBaseNotFound, StorageError, StorageUnavailable
 
 MAX_NAME_LENGTH = 64
 NAME_PATTERN = r"^[\w\u4e00-\u9fff][\w\u4e00-\u9fff.\-]*$"  # also the API schema's (a JSON Schema pattern)
@@ -255,3 +256,131 @@ def _insert(db: sqlite3.Connection, rows: Iterable[DocumentRecord]) -> None:
             for r in rows
         ],
     )  # fmt: skip
+
+
+_PG_COUNTS = (
+    "SELECT k.name, k.description, k.embedding_model, k.dimension, k.created_at, k.source_dir, k.generation, "
+    "count(d.path) AS document_count, coalesce(sum(d.chunk_count), 0) AS chunk_count "
+    "FROM kbqa_knowledge_bases k LEFT JOIN kbqa_documents d ON d.kb = k.name"
+)
+_PG_INSERT = (
+    "INSERT INTO kbqa_documents (kb, path, source, sha256, size, mtime, loader, chunk_count, status, error, "
+    "updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (kb, path) DO UPDATE SET "
+    "source = excluded.source, sha256 = excluded.sha256, size = excluded.size, mtime = excluded.mtime, "
+    "loader = excluded.loader, chunk_count = excluded.chunk_count, status = excluded.status, "
+    "error = excluded.error, updated_at = excluded.updated_at"
+)
+
+
+class PgRegistry:
+    """The registry in PostgreSQL (``storage.backend: postgres``): the same rows and methods as
+    :class:`Registry`, in the tables ``kbqa_knowledge_bases`` and ``kbqa_documents`` of the database
+    that holds the stores (:mod:`vector_store.pg_store` migrates them).
+
+    :param pool: a pool from :func:`vector_store.pg_store.connect_pool`.
+    """
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+
+    @contextmanager
+    def _tx(self) -> Iterator[Any]:
+        import psycopg
+
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailable(f"the registry's database cannot be reached ({exc}); try again shortly") from exc
+
+    def create_kb(self, name: str, description: str, embedding_model: str, dimension: int) -> KnowledgeBaseInfo:
+        import psycopg
+
+        validate_name(name)
+        created = datetime.now(UTC).isoformat(timespec="microseconds")
+        info = KnowledgeBaseInfo(name, description, embedding_model, dimension, created)
+        try:
+            with self._tx() as db:
+                db.execute(
+                    "INSERT INTO kbqa_knowledge_bases (name, description, embedding_model, dimension, created_at) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    (name, description, embedding_model, dimension, created),
+                )
+        except psycopg.errors.UniqueViolation as exc:
+            raise KnowledgeBaseExists(f"knowledge base '{name}' already exists") from exc
+        return info
+
+    def get_kb(self, name: str) -> KnowledgeBaseInfo:
+        validate_name(name)
+        with self._tx() as db:
+            row = db.execute(f"{_PG_COUNTS} WHERE k.name = %s GROUP BY k.name", (name,)).fetchone()
+        if row is None:
+            raise KnowledgeBaseNotFound(f"knowledge base '{name}' does not exist (see `kb-qa kb list`)")
+        return _pg_info(row)
+
+    def list_kbs(self) -> list[KnowledgeBaseInfo]:
+        with self._tx() as db:
+            rows = db.execute(f"{_PG_COUNTS} GROUP BY k.name ORDER BY k.name").fetchall()
+        return [_pg_info(r) for r in rows]
+
+    def delete_kb(self, name: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM kbqa_knowledge_bases WHERE name = %s", (name,))
+
+    def set_source_dir(self, name: str, source_dir: str | None) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE kbqa_knowledge_bases SET source_dir = %s WHERE name = %s", (source_dir, name))
+
+    def documents(self, kb: str) -> list[DocumentRecord]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT kb, path, source, sha256, size, mtime, loader, chunk_count, status, error, updated_at "
+                "FROM kbqa_documents WHERE kb = %s ORDER BY path",
+                (kb,),
+            ).fetchall()
+        return [DocumentRecord(*r) for r in rows]
+
+    def apply(
+        self,
+        upserts: Iterable[DocumentRecord],
+        deletes: Iterable[tuple[str, str]] = (),
+        generation: tuple[str, int] | None = None,
+    ) -> None:
+        with self._tx() as db:
+            with db.cursor() as cur:
+                cur.executemany("DELETE FROM kbqa_documents WHERE kb = %s AND path = %s", list(deletes))
+                cur.executemany(_PG_INSERT, [_pg_row(r) for r in upserts])
+            if generation is not None:
+                db.execute(
+                    "UPDATE kbqa_knowledge_bases SET generation = %s WHERE name = %s", (generation[1], generation[0])
+                )
+
+    def reconcile(self, kb: str, created_at: str, generation: int, rows: Iterable[DocumentRecord]) -> bool:
+        with self._tx() as db:
+            found = db.execute(
+                "SELECT generation FROM kbqa_knowledge_bases WHERE name = %s AND created_at = %s FOR UPDATE",
+                (kb, created_at),
+            ).fetchone()
+            if found is None or found[0] >= generation:
+                return False
+            db.execute("DELETE FROM kbqa_documents WHERE kb = %s", (kb,))
+            with db.cursor() as cur:
+                cur.executemany(_PG_INSERT, [_pg_row(r) for r in rows])
+            db.execute("UPDATE kbqa_knowledge_bases SET generation = %s WHERE name = %s", (generation, kb))
+            return True
+
+    def clear_documents(self, kb: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM kbqa_documents WHERE kb = %s", (kb,))
+            db.execute("UPDATE kbqa_knowledge_bases SET generation = 0 WHERE name = %s", (kb,))
+
+
+def _pg_info(row: Any) -> KnowledgeBaseInfo:
+    name, description, model, dimension, created, source_dir, generation, documents, chunks = row
+    return KnowledgeBaseInfo(name, description, model, int(dimension), created, source_dir, int(documents),
+                             int(chunks), int(generation))  # fmt: skip
+
+
+def _pg_row(r: DocumentRecord) -> tuple[Any, ...]:
+    return (r.kb, r.path, r.source, r.sha256, r.size, r.mtime, r.loader, r.chunk_count, r.status, r.error,
+            r.updated_at)  # fmt: skip

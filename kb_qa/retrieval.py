@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -44,14 +44,14 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict, Field
 
 from kb_qa.domain import EXPAND_CHARS, SCORE, TOP_K, SearchHit
-from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.embeddings import TextEmbeddings
 from kb_qa.errors import BadRequest, ConfigError
 from kb_qa.hf import offline_and_quiet
 from kb_qa.knowledge_base import KnowledgeBaseService
 from kb_qa.placement import resolve_device
 from kb_qa.settings import RetrievalSettings
-from vector_store import FaissStore, StoredChunk
-from vector_store.keyword_index import top_k as keyword_top_k
+from vector_store import StoredChunk
+from vector_store.contract import ChunkStore
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class DocumentPiece:
     text: str
 
 
-def document_pieces(store: FaissStore, doc: str) -> list[DocumentPiece]:
+def document_pieces(store: ChunkStore, doc: str) -> list[DocumentPiece]:
     """The indexed text of ``doc``, piece by piece in reading order (chunks joined, overlaps once)."""
     pieces: dict[object, list[StoredChunk]] = {}
     for chunk in store.chunks_of(doc):
@@ -271,7 +271,7 @@ class Retriever:
     def __init__(
         self,
         knowledge_bases: KnowledgeBaseService,
-        embeddings: SentenceTransformerEmbeddings,
+        embeddings: TextEmbeddings,
         defaults: RetrievalOptions | None = None,
         reranker: Reranker | None = None,
         rerank_candidates: int = 20,
@@ -303,7 +303,7 @@ class Retriever:
     def search_stores(
         self,
         query: str,
-        stores: dict[str, FaissStore],
+        stores: Mapping[str, ChunkStore],
         options: RetrievalOptions,
         vector: np.ndarray | None = None,
     ) -> list[SearchHit]:
@@ -329,7 +329,7 @@ class Retriever:
 
     # ------------------------------------------------------------ candidates
     def _candidates(
-        self, query: str, vector: np.ndarray, stores: dict[str, FaissStore], options: RetrievalOptions
+        self, query: str, vector: np.ndarray, stores: Mapping[str, ChunkStore], options: RetrievalOptions
     ) -> list[_Candidate]:
         n = options.candidates
         use_dense = options.method in ("dense", "hybrid")
@@ -342,23 +342,18 @@ class Retriever:
             docs = list(options.documents) if options.documents is not None else None
             dense = store.search(vector, n, docs=docs) if use_dense else []
             dense_scores += [h.score for h in dense]
-            ids, bm25 = store.keywords.scores(query) if use_bm25 else (np.zeros(0, np.int64), np.zeros(0))
-            if docs is not None and len(ids):
-                allowed = np.array([i for d in docs for i in store.chunk_ids(d)], np.int64)
-                bm25 = np.where(np.isin(ids, allowed), bm25, 0)
-            keyword = keyword_top_k(ids, bm25, n)
-            keyword_scores += [score for _, score in keyword]
+            keyword = store.keyword_search(query, n, docs=docs) if use_bm25 else []
+            keyword_scores += [hit.score for hit in keyword]
             by_id: dict[int, _Candidate] = {}
             for hit in dense:
                 by_id[hit.chunk.id] = _Candidate(kb, hit.chunk, hit.score, 0.0, dense_rank=0)
-            missing = [chunk_id for chunk_id, _ in keyword if chunk_id not in by_id]
-            for chunk_id, cosine in zip(missing, store.similarities(vector, missing), strict=True):
-                chunk = store.get(chunk_id)
-                if chunk is not None:
-                    by_id[chunk_id] = _Candidate(kb, chunk, float(cosine), 0.0)
+            missing = [hit for hit in keyword if hit.chunk.id not in by_id]
+            cosines = store.similarities(vector, [hit.chunk.id for hit in missing])
+            for hit, cosine in zip(missing, cosines, strict=True):
+                by_id[hit.chunk.id] = _Candidate(kb, hit.chunk, float(cosine), 0.0)
             if use_bm25 and by_id:
-                listed = {chunk_id for chunk_id, _ in keyword}
-                exact = store.keywords.lookup(list(by_id), bm25)
+                listed = {hit.chunk.id for hit in keyword}
+                exact = store.keyword_scores(query, list(by_id))
                 for candidate, score in zip(by_id.values(), exact, strict=True):
                     candidate.bm25 = float(score)
                     if candidate.chunk.id in listed:
@@ -414,7 +409,7 @@ class Retriever:
         return _merge_touching(passages)
 
     @staticmethod
-    def _expand(passages: list[_Passage], stores: dict[str, FaissStore], limit: int) -> list[_Passage]:
+    def _expand(passages: list[_Passage], stores: Mapping[str, ChunkStore], limit: int) -> list[_Passage]:
         for passage in passages:
             neighbours = {
                 _ordinal(c): c for c in stores[passage.kb].chunks_of(passage.doc) if _piece(c) == passage.piece

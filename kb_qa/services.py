@@ -7,31 +7,57 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kb_qa.chain import QAChain
-from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.embeddings import RemoteEmbeddings, SentenceTransformerEmbeddings, TextEmbeddings
+from kb_qa.errors import ConfigError, StorageUnavailable
 from kb_qa.keys import AUDIT_FILE, AuditLog
 from kb_qa.knowledge_base import KnowledgeBaseService
 from kb_qa.llm.chat_llm import ChatLLM
 from kb_qa.provision import resolve_embedding_model
-from kb_qa.registry import Registry
+from kb_qa.registry import PgRegistry, Registry
 from kb_qa.retrieval import Reranker, RetrievalOptions, Retriever
 from kb_qa.settings import Settings
+from kb_qa.storage import PostgresStorage, Storage
 from loaders import Limits, TextSplitter
 from loaders.isolation import Isolation
-from vector_store import IndexOptions
+from vector_store import IndexOptions, StoreError
+from vector_store.contract import StoreUnavailable
 
 
 @dataclass
 class Services:
     settings: Settings
-    embeddings: SentenceTransformerEmbeddings
+    embeddings: TextEmbeddings
     knowledge_bases: KnowledgeBaseService
     retriever: Retriever
     qa: QAChain
 
+    def close(self) -> None:
+        """Release what the services hold open (the database pool of PostgreSQL storage)."""
+        pool = getattr(self.knowledge_bases.storage, "pool", None)
+        if pool is not None:
+            pool.close()
 
-def build_embeddings(settings: Settings) -> SentenceTransformerEmbeddings:
-    """The configured embedding model (provisioned on first use; loaded lazily)."""
+
+def build_embeddings(settings: Settings) -> TextEmbeddings:
+    """The configured embedding model (provisioned on first use; loaded lazily), or the remote server
+    of ``embedding.backend: openai``."""
     cfg = settings.embedding
+    if cfg.backend == "openai":
+        if not cfg.url:
+            raise ConfigError(
+                "embedding.backend is openai but embedding.url is empty; set it, e.g. http://host:8000/v1"
+            )
+        return RemoteEmbeddings(
+            cfg.url,
+            name=cfg.model,
+            remote_model=cfg.remote_model,
+            api_key=cfg.api_key,
+            batch_size=cfg.batch_size,
+            timeout=cfg.timeout_s,
+            max_retries=cfg.max_retries,
+            query_prefix=cfg.query_prefix,
+            passage_prefix=cfg.passage_prefix,
+        )
     return SentenceTransformerEmbeddings(
         resolve_embedding_model(cfg.model, settings.model_cache),
         name=cfg.model,
@@ -44,10 +70,42 @@ def build_embeddings(settings: Settings) -> SentenceTransformerEmbeddings:
     )
 
 
+def storage_url(settings: Settings) -> str:
+    """``storage.url``, or the local server of ``kb-qa db start`` when it is empty."""
+    if settings.storage.url:
+        return settings.storage.url
+    from kb_qa.pgserver import LocalPostgres
+
+    local = LocalPostgres(settings.kb_root / ".postgres")
+    if not local.url_file.exists():
+        raise ConfigError(
+            "storage.backend is postgres but storage.url (KBQA_STORAGE__URL) is empty and no local server "
+            "was made; set storage.url, or run `kb-qa db start` for a local one"
+        )
+    return local.url()
+
+
+def build_storage(settings: Settings) -> tuple[Registry | PgRegistry, Storage | None]:
+    """The registry and the storage of knowledge bases (``storage.backend``); connects to PostgreSQL
+    when that is the backend (:class:`~vector_store.pg_store.PostgresUnavailable` names the URL)."""
+    cfg = settings.storage
+    if cfg.backend == "folder":
+        return Registry(settings.kb_root / "registry.sqlite3"), None
+    from vector_store.pg_store import connect_pool
+
+    try:
+        pool = connect_pool(storage_url(settings), max_size=cfg.pool_size, timeout=cfg.connect_timeout_s)
+    except StoreUnavailable as exc:
+        raise StorageUnavailable(str(exc)) from exc
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from exc
+    return PgRegistry(pool), PostgresStorage(pool, exact=cfg.exact, ef_search=cfg.ef_search)
+
+
 def build_services(
     settings: Settings,
     *,
-    embeddings: SentenceTransformerEmbeddings | None = None,
+    embeddings: TextEmbeddings | None = None,
     llm: Callable[[], ChatLLM] | None = None,
 ) -> Services:
     """Wire the services; nothing is loaded until first used.
@@ -57,9 +115,10 @@ def build_services(
     """
     embeddings = embeddings or build_embeddings(settings)
     root = settings.kb_root
+    registry, storage = build_storage(settings)
     service = KnowledgeBaseService(
         root,
-        Registry(root / "registry.sqlite3"),
+        registry,
         embeddings,
         TextSplitter(settings.splitter.chunk_size, settings.splitter.chunk_overlap),
         heading_prefix=settings.splitter.heading_prefix,
@@ -78,6 +137,7 @@ def build_services(
         isolation=Isolation(
             settings.ingest.isolate_parsers, settings.ingest.parser_memory_mb, settings.ingest.parser_timeout_s
         ),
+        storage=storage,
     )
     cfg = settings.retrieval
     reranker = (

@@ -35,9 +35,15 @@ class PathSettings(_Section):
 
 
 class EmbeddingSettings(_Section):
+    backend: Literal["local", "openai"] = "local"
     model: str = Field(
         "multilingual-e5-small", description="Bundled model name or a local sentence-transformers folder."
     )
+    url: str = ""
+    remote_model: str = ""
+    api_key: str = ""
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch_size: int = Field(16, ge=1, le=1024)
@@ -146,8 +152,18 @@ class ServerSettings(_Section):
     mcp: bool = True
 
 
+class StorageSettings(_Section):
+    backend: Literal["folder", "postgres"] = "folder"
+    url: str = ""
+    pool_size: int = Field(10, ge=1, le=1000)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    exact: bool = False
+    ef_search: int = Field(100, ge=1, le=1000)
+
+
 class Settings(_Section):
     paths: PathSettings = PathSettings()
+    storage: StorageSettings = StorageSettings()
     embedding: EmbeddingSettings = EmbeddingSettings()
     splitter: SplitterSettings = SplitterSettings()
     retrieval: RetrievalSettings = RetrievalSettings()

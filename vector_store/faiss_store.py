@@ -34,21 +34,18 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from vector_store.contract import ScoredChunk, StoredChunk, StoreError, normalise
 from vector_store.keyword_index import KeywordIndex
 
 log = logging.getLogger(__name__)
 
 _FORMAT = 1
-
-
-class StoreError(Exception):
-    """The store on disk cannot be used (damaged, or built with another dimension)."""
 
 
 @dataclass(frozen=True)
@@ -60,27 +57,7 @@ class IndexOptions:
     ivf_min_chunks: int = 20000
 
 
-@dataclass
-class StoredChunk:
-    id: int
-    doc: str
-    text: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ScoredChunk:
-    chunk: StoredChunk
-    score: float  # cosine similarity, higher is better
-
-
-def _normalise(vectors: np.ndarray) -> np.ndarray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
-    return np.ascontiguousarray(vectors / norms)
+_normalise = normalise
 
 
 def _fsync_write(path: Path, write: Any) -> None:
@@ -245,6 +222,14 @@ class FaissStore:
     def get(self, chunk_id: int) -> StoredChunk | None:
         return self._chunks.get(chunk_id)
 
+    def get_many(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
+        return {i: self._chunks[i] for i in ids if i in self._chunks}
+
+    def vectors(self, ids: Sequence[int]) -> np.ndarray:
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64)), np.float32)
+
     def search(self, vector: np.ndarray, k: int, docs: Iterable[str] | None = None) -> list[ScoredChunk]:
         """The ``k`` chunks closest to ``vector`` by cosine similarity, best first.
 
@@ -279,6 +264,13 @@ class FaissStore:
         if not len(ids):
             return np.zeros(0, np.float32)
         query = _normalise(vector)[0]
+        known = [i for i in ids if i in self._chunks]
+        if len(known) < len(ids):  # unknown ids score 0 (the contract), FAISS would raise
+            out = np.zeros(len(ids), np.float32)
+            if known:
+                by_id = dict(zip(known, self.similarities(vector, known), strict=True))
+                out[:] = [by_id.get(i, 0.0) for i in ids]
+            return out
         stored = self._index.reconstruct_batch(np.asarray(ids, dtype=np.int64))
         return stored @ query
 
@@ -286,6 +278,11 @@ class FaissStore:
         """The ``k`` best chunks for ``query`` by BM25, best first (scores are BM25, not similarities)."""
         ids = None if docs is None else [i for d in docs for i in self._by_doc.get(d, [])]
         return [ScoredChunk(self._chunks[i], score) for i, score in self.keywords.search(query, k, ids)]
+
+    def keyword_scores(self, query: str, ids: Sequence[int]) -> np.ndarray:
+        """The BM25 score of each chunk of ``ids`` for ``query`` (0 where no term matches)."""
+        _, scores = self.keywords.scores(query)
+        return self.keywords.lookup(list(ids), scores)
 
     # ---------------------------------------------------------------- writing
     def add(
@@ -339,6 +336,14 @@ class FaissStore:
     @property
     def dirty(self) -> bool:
         return self._dirty
+
+    def discard(self) -> None:
+        """Drop unsaved writes: back to the generation last opened or saved."""
+        if not self._dirty:
+            return
+        fresh = FaissStore.open(self.directory, self.dim, self.options) if self.generation else None
+        fresh = fresh or FaissStore(self.directory, self.dim, self.options)
+        self.__dict__.update(fresh.__dict__)
 
     def save(self, commit: Any = None) -> None:
         """Write a new generation atomically and make it the live one.

@@ -65,6 +65,8 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
         async with mcp.running() if mcp is not None else nullcontext():
             yield
         jobs.shutdown()
+        if services is None:
+            app.state.services.close()
 
     # with keys (in the settings, or made by `kb-qa keys create`, even while serving), the API's
     # description is behind them too; server.public_docs opens it

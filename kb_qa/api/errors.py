@@ -26,6 +26,7 @@ from kb_qa import errors
 from kb_qa.keys import Forbidden
 from kb_qa.llm.base import InvalidHistory
 from kb_qa.llm.budget import ContextTooLong
+from vector_store.contract import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ STATUS: dict[type[errors.KbQaError], int] = {
     errors.ConfigError: 503,
     errors.IndexUnreadable: 500,
     errors.StorageError: 500,
+    errors.StorageUnavailable: 503,
 }
 
 
@@ -181,6 +183,10 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 405:  # every method of the path, not only those of the first route that matched
             headers["Allow"] = ", ".join(allowed_methods(request.app, request.url.path))
         return respond(request, exc.status_code, code, str(exc.detail), headers)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error_response(request, errors.StorageUnavailable(f"{exc}; try again shortly"))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -10,7 +10,8 @@ a file failed exits with status 1 after listing each failure and its reason.
 - :mod:`.answer`: ``ask`` and ``chat``;
 - :mod:`.evaluate`: ``eval retrieval|answers``;
 - :mod:`.keys`: ``keys create|list|revoke`` (API keys with a role and a scope);
-- :mod:`.serve`: ``serve`` and ``mcp`` (the MCP server over stdio).
+- :mod:`.serve`: ``serve`` and ``mcp`` (the MCP server over stdio);
+- :mod:`.db`: ``db start|stop|status`` (a local PostgreSQL for ``storage.backend: postgres``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Annotated
 
 import typer
 
-from kb_qa.cli import answer, evaluate, kb, keys, models, serve  # noqa: F401  (the commands register themselves)
+from kb_qa.cli import answer, db, evaluate, kb, keys, models, serve  # noqa: F401  (the commands register themselves)
 from kb_qa.cli.common import app
 
 

@@ -98,7 +98,8 @@ ExpandOpt = Annotated[
 
 def _services(root: Path | None, config: Path | None) -> Services:
     overrides: dict[str, Any] = {"paths": {"kb_root": str(root.resolve())}} if root else {}
-    return build_services(load_settings(config, overrides=overrides))
+    with _errors():  # an unreachable database, say: one line
+        return build_services(load_settings(config, overrides=overrides))
 
 
 @contextmanager

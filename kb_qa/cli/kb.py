@@ -18,6 +18,7 @@ from kb_qa.cli.common import (
     RootOpt,
     ThresholdOpt,
     TopKOpt,
+    _Bar,
     _errors,
     _ingest,
     _print_json,
@@ -26,6 +27,8 @@ from kb_qa.cli.common import (
     kb_app,
     out,
 )
+from kb_qa.services import build_services
+from kb_qa.settings import load_settings
 
 
 @kb_app.command("create")
@@ -148,6 +151,51 @@ def kb_rebuild(
         if create and name not in {i.name for i in services.knowledge_bases.list_all()}:
             services.knowledge_bases.create(name)
     _ingest(as_json, lambda bar: services.knowledge_bases.rebuild(name, directory, recreate=recreate, progress=bar))
+
+
+@kb_app.command("migrate")
+def kb_migrate(
+    name: NameArg,
+    to: Annotated[
+        str,
+        typer.Option("--to", help="postgres: from the folders into the database (storage.url); folder: back."),
+    ],
+    root: RootOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a knowledge base to the other storage without re-embedding: its documents, chunks, vectors
+    and keywords. The copies of its files stay under the knowledge-base root (both storages keep them
+    there). Afterwards set storage.backend to the new storage to use it. Interrupted: run it again.
+
+    Example: kb-qa kb migrate handbook --to postgres
+    """
+    if to not in ("postgres", "folder"):
+        raise typer.BadParameter("choose postgres or folder", param_hint="--to")
+    overrides: dict[str, Any] = {"paths": {"kb_root": str(root.resolve())}} if root else {}
+    with _errors():
+        settings = load_settings(config, overrides=overrides)
+        source_backend = "folder" if to == "postgres" else "postgres"
+        source = build_services(settings.model_copy(update={"storage": settings.storage.model_copy(
+            update={"backend": source_backend})}))  # fmt: skip
+        target = build_services(
+            settings.model_copy(update={"storage": settings.storage.model_copy(update={"backend": to})}),
+            embeddings=source.embeddings,
+        )
+        try:
+            with _Bar(not as_json, unit="documents") as bar:
+                info = source.knowledge_bases.move_to(name, target.knowledge_bases, progress=bar)
+        finally:
+            source.close()
+            target.close()
+    if as_json:
+        _print_json(info.to_dict())
+        return
+    out.print(
+        f"moved '{name}' to {to}: {info.document_count} documents, {info.chunk_count} chunks "
+        f"(set storage.backend: {to} to use it)",
+        highlight=False,
+    )
 
 
 def _retrieval_options(

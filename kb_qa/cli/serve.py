@@ -25,6 +25,13 @@ def serve(
     overrides: dict[str, Any] = {"paths": {"kb_root": str(root.resolve())}} if root else {}
     with _errors():
         settings = load_settings(config, overrides=overrides)
+        if settings.storage.backend != "folder":  # an unreachable database: one line before serving
+            from kb_qa.services import build_storage
+            from kb_qa.storage import PostgresStorage
+
+            _, storage = build_storage(settings)
+            if isinstance(storage, PostgresStorage):
+                storage.pool.close()
     host, port = host or settings.server.host, port or settings.server.port
     shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
     out.print(f"kb-qa: web page at http://{shown}:{port}/ , API docs at http://{shown}:{port}/docs", highlight=False)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ from kb_qa.errors import BadRequest, DocumentRejected, KbQaError
 from kb_qa.evaluation.dataset import EvalSet, Query
 from kb_qa.evaluation.metrics import contains_answer, ndcg_at, rank_of, ranking_metrics
 from kb_qa.retrieval import RetrievalOptions, Retriever
-from vector_store import FaissStore
+from vector_store.contract import ChunkStore
 
 # ------------------------------------------------------- retrieval: passages
 METHODS = ("dense", "bm25", "hybrid")
@@ -59,8 +58,10 @@ def _no_progress(label: str, done: int, total: int) -> None:
     pass
 
 
-def passage_store(data: EvalSet, retriever: Retriever, folder: Path, progress: Progress = _no_progress) -> FaissStore:
-    """One store holding every corpus passage as its own document (title as the heading line)."""
+def passage_store(
+    data: EvalSet, retriever: Retriever, store: ChunkStore, progress: Progress = _no_progress
+) -> ChunkStore:
+    """``store`` (empty) filled with every corpus passage as its own document (title as the heading line)."""
     texts = [f"{p['title'].replace('_', ' ')}\n{p['text']}" if p["title"] else p["text"] for p in data.corpus]
     vectors = []
     step = 256
@@ -68,9 +69,9 @@ def passage_store(data: EvalSet, retriever: Retriever, folder: Path, progress: P
         vectors.append(retriever.embeddings.encode_passages(texts[start : start + step]))
         progress("embedding passages", min(start + step, len(texts)), len(texts))
     matrix = np.vstack(vectors) if vectors else np.zeros((0, retriever.embeddings.dimension), np.float32)
-    store = FaissStore(folder, matrix.shape[1])
     for i, passage in enumerate(data.corpus):
         store.add(passage["_id"], [passage["text"]], [{"ordinal": 0}], matrix[i : i + 1], keyword_texts=[texts[i]])
+    store.save()
     return store
 
 
@@ -101,8 +102,8 @@ def evaluate_retrieval(
         method: options.override(method=method) for method in methods
     }
     if level == "passage":
-        with tempfile.TemporaryDirectory() as tmp:
-            stores = {"eval": passage_store(data, retriever, Path(tmp), progress)}
+        with retriever.knowledge_bases.storage.scratch(retriever.embeddings.dimension) as scratch:
+            stores = {"eval": passage_store(data, retriever, scratch, progress)}
             results = _rank_all(data, queries, vectors, stores, retriever, runs, _passage_judge, progress)
     elif level == "article":
         if knowledge_base is None:
@@ -178,7 +179,7 @@ def _rank_all(
     data: EvalSet,
     queries: Sequence[Query],
     vectors: np.ndarray,
-    stores: dict[str, FaissStore],
+    stores: Mapping[str, ChunkStore],
     retriever: Retriever,
     runs: dict[str, RetrievalOptions],
     judge: Judge,

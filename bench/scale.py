@@ -1,0 +1,258 @@
+"""Scale-out figures: the PostgreSQL + pgvector store against the folder store (FAISS + BM25 files).
+
+    .venv/bin/python bench/scale.py [--sizes 100000] [--queries 200] [--ingest]
+
+Every comparison runs in one run, on one machine, one after the other (never side by side: two busy
+processes on 2 cores distort each other), against a real PostgreSQL 18.6 + pgvector 0.8.6 started by
+this script (kb_qa/pgserver.py, the server of `kb-qa db start`).
+
+- **Store writes at N chunks** (``--sizes``): the synthetic chunks of bench/query.py — real sentences
+  of the squad-dev and cmrc2018-trial passages recombined, vectors mixed from the real model's
+  vectors of those passages plus noise (so the geometry is the real model's; say so when quoting) —
+  written in documents of 100 chunks, saved every 10,000 chunks; chunks/s of the store alone.
+- **Search at N chunks**: real questions of both sets; the whole retrieval path (embed the question,
+  dense + BM25, fusion, passages; hybrid, top 4), p50 / p99, the folder store exact, PostgreSQL with
+  HNSW (``ef_search`` 100) and exact; medians of the dense and the keyword step alone.
+- **HNSW recall@10** against exact search, the same real question vectors.
+- **Memory**: the resident memory of a process that loads the embedding model, opens the store and
+  answers 50 questions — what an API process holds for its index (the folder store keeps every
+  vector, text and posting in memory; PostgreSQL keeps them in the server).
+- **Replicas**: search throughput (questions/s) of 1 and of 2 processes querying the PostgreSQL store
+  at once (each with its own model and pool), the retrieval path above.
+- **Ingestion** (``--ingest``): the real pipeline (read, split, embed, store) on the squad-dev and
+  cmrc2018-trial article files into a knowledge base on each storage, chunks/s.
+
+Writes docs/benchmarks/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import git_revision, machine, memory_mb, require_shared, save_result
+from bench.query import SETS, passages_and_vectors, percentile, synthetic_documents
+from kb_qa.pgserver import LocalPostgres
+from kb_qa.retrieval import RetrievalOptions, Retriever
+from kb_qa.services import build_embeddings, build_services
+from kb_qa.settings import load_settings
+from vector_store import FaissStore
+from vector_store.contract import ChunkStore
+from vector_store.pg_store import PostgresStore, connect_pool
+
+SAVE_EVERY = 10_000
+
+
+def questions(shared: Path, count: int) -> list[str]:
+    found: list[str] = []
+    for name in SETS:
+        lines = (shared / "eval" / name / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+        found += [q["text"] for q in (json.loads(line) for line in lines if line) if q["text"].strip()]
+    rng = np.random.default_rng(1)
+    return [found[i] for i in rng.permutation(len(found))[:count]]
+
+
+def fill(store: ChunkStore, size: int, texts: list[str], vectors: np.ndarray) -> float:
+    """Write ``size`` synthetic chunks; chunks per second."""
+    started = time.perf_counter()
+    written = 0
+    for doc, chunk_texts, metadatas, mixed in synthetic_documents(size, texts, vectors):
+        store.add(doc, chunk_texts, metadatas, mixed)
+        written += len(chunk_texts)
+        if written % SAVE_EVERY == 0:
+            store.save()
+            print(f"    {written} chunks, {written / (time.perf_counter() - started):.0f} chunks/s", flush=True)
+    store.save()
+    return written / (time.perf_counter() - started)
+
+
+def timings(retriever: Retriever, store: ChunkStore, queries: list[str], options: RetrievalOptions) -> dict[str, Any]:
+    for query in queries[:10]:
+        retriever.search_stores(query, {"bench": store}, options)
+    whole, dense, keyword = [], [], []
+    for query in queries:
+        started = time.perf_counter()
+        retriever.search_stores(query, {"bench": store}, options)
+        whole.append((time.perf_counter() - started) * 1000)
+    vectors = retriever.embeddings.encode_queries(queries[:100])
+    for query, vector in zip(queries[:100], vectors, strict=True):
+        t0 = time.perf_counter()
+        store.search(vector, options.candidates)
+        t1 = time.perf_counter()
+        store.keyword_search(query, options.candidates)
+        t2 = time.perf_counter()
+        dense.append((t1 - t0) * 1000)
+        keyword.append((t2 - t1) * 1000)
+    return {
+        "p50_ms": round(statistics.median(whole), 2),
+        "p99_ms": round(percentile(whole, 99), 2),
+        "dense_median_ms": round(statistics.median(dense), 2),
+        "bm25_median_ms": round(statistics.median(keyword), 2),
+    }
+
+
+def recall_at_10(approximate: ChunkStore, exact: ChunkStore, vectors: np.ndarray) -> float:
+    shared = 0
+    for vector in vectors:
+        truth = {h.chunk.id for h in exact.search(vector, 10)}
+        shared += len(truth & {h.chunk.id for h in approximate.search(vector, 10)})
+    return shared / (10 * len(vectors))
+
+
+def _child(kind: str, where: str, dim: int, queries: list[str], result: Any) -> None:
+    """In a fresh process: the model, the store, 50 questions; resident memory before and after."""
+    settings = load_settings()
+    embeddings = build_embeddings(settings)
+    embeddings.warm_up()
+    retriever = Retriever(None, embeddings, RetrievalOptions.from_settings(settings.retrieval))  # type: ignore[arg-type]
+    options = retriever.options(top_k=4)
+    retriever.search_stores("warm up", {}, options)
+    before = memory_mb()
+    pool = None
+    if kind == "folder":
+        store: ChunkStore = FaissStore.open(Path(where), dim)
+    else:
+        pool = connect_pool(where, max_size=2)
+        store = PostgresStore(pool, "bench", dim)
+    started = time.perf_counter()
+    for query in queries:
+        retriever.search_stores(query, {"bench": store}, options)
+    seconds = time.perf_counter() - started
+    result.put(
+        {
+            "rss_before_store_mb": round(before, 1),
+            "rss_mb": round(memory_mb(), 1),
+            "peak_mb": round(memory_mb("VmHWM"), 1),
+            "questions_per_s": round(len(queries) / seconds, 2),
+        }
+    )
+    if pool is not None:
+        pool.close()
+
+
+def in_processes(count: int, kind: str, where: str, dim: int, queries: list[str]) -> list[dict[str, Any]]:
+    context = multiprocessing.get_context("spawn")
+    result = context.Queue()
+    processes = [context.Process(target=_child, args=(kind, where, dim, queries, result)) for _ in range(count)]
+    for process in processes:
+        process.start()
+    out = [result.get(timeout=1800) for _ in processes]
+    for process in processes:
+        process.join()
+    return out
+
+
+def ingestion(shared: Path, url: str, root: Path) -> dict[str, Any]:
+    files = [shared / "eval" / name / "docs" for name in SETS]
+    figures = {}
+    for backend in ("folder", "postgres"):
+        settings = load_settings(overrides={"paths": {"kb_root": str(root / backend)},
+                                            "storage": {"backend": backend, "url": url}})  # fmt: skip
+        services = build_services(settings)
+        services.embeddings.warm_up()
+        services.knowledge_bases.create("ingest")
+        started = time.perf_counter()
+        report = services.knowledge_bases.add_files("ingest", files)
+        seconds = time.perf_counter() - started
+        chunks = services.knowledge_bases.get("ingest").chunk_count
+        figures[backend] = {"files": len(report.outcomes), "chunks": chunks, "seconds": round(seconds, 1),
+                            "chunks_per_s": round(chunks / seconds, 1)}  # fmt: skip
+        print(f"  ingestion {backend}: {chunks} chunks in {seconds:.1f} s", flush=True)
+        services.close()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100000])
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--ingest", action="store_true", help="also the real pipeline on the sets' article files")
+    args = parser.parse_args()
+    shared = require_shared()
+    settings = load_settings()
+    embeddings = build_embeddings(settings)
+    embeddings.warm_up()
+    retriever = Retriever(None, embeddings, RetrievalOptions.from_settings(settings.retrieval))  # type: ignore[arg-type]
+    options = retriever.options(top_k=4)
+    texts, vectors = passages_and_vectors(shared, embeddings)
+    queries = questions(shared, args.queries)
+    query_vectors = embeddings.encode_queries(queries)
+    dim = vectors.shape[1]
+    results: dict[str, Any] = {"machine": machine(), "revision": git_revision(), "queries": len(queries),
+                               "method": options.method, "top_k": options.top_k, "sizes": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="kbqa-scale-") as tmp:
+        server = LocalPostgres(Path(tmp) / "postgres")
+        server.start()
+        try:
+            for size in args.sizes:
+                print(f"{size} chunks", flush=True)
+                url = server.url("postgres").rsplit("/", 1)[0] + f"/scale{size}"
+                import psycopg
+
+                with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+                    conn.execute(f"CREATE DATABASE scale{size}")
+                pool = connect_pool(url, max_size=4)
+                folder_dir = Path(tmp) / f"folder-{size}"
+                figures: dict[str, Any] = {}
+                print("  folder store: writing", flush=True)
+                figures["folder_write_chunks_per_s"] = round(fill(FaissStore(folder_dir, dim), size, texts, vectors))
+                print("  postgres store: writing", flush=True)
+                pg = PostgresStore(pool, "bench", dim)
+                figures["postgres_write_chunks_per_s"] = round(fill(pg, size, texts, vectors))
+                with pool.connection() as conn:
+                    conn.execute("VACUUM ANALYZE")
+                    figures["postgres_database_mb"] = round(
+                        conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
+                    )
+                folder = FaissStore.open(folder_dir, dim)
+                exact = PostgresStore(pool, "bench", dim, exact=True)
+                print("  search timings", flush=True)
+                figures["search"] = {
+                    "folder (exact)": timings(retriever, folder, queries, options),
+                    "postgres (HNSW)": timings(retriever, pg, queries, options),
+                    "postgres (exact)": timings(retriever, exact, queries, options),
+                }
+                figures["hnsw_recall_at_10"] = round(recall_at_10(pg, exact, query_vectors), 4)
+                figures["folder_recall_at_10_of_postgres_exact"] = round(recall_at_10(folder, exact, query_vectors), 4)
+                del folder
+                pool.close()
+                print("  memory (a fresh process each)", flush=True)
+                figures["memory"] = {
+                    "folder": in_processes(1, "folder", str(folder_dir), dim, queries[:50])[0],
+                    "postgres": in_processes(1, "postgres", url, dim, queries[:50])[0],
+                }
+                print("  replicas", flush=True)
+                one = in_processes(1, "postgres", url, dim, queries)
+                two = in_processes(2, "postgres", url, dim, queries)
+                figures["replicas_questions_per_s"] = {
+                    "1": round(sum(r["questions_per_s"] for r in one), 2),
+                    "2": round(sum(r["questions_per_s"] for r in two), 2),
+                }
+                results["sizes"][str(size)] = figures
+                print(json.dumps(figures, indent=2), flush=True)
+            if args.ingest:
+                url = server.url("postgres").rsplit("/", 1)[0] + "/ingest"
+                import psycopg
+
+                with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+                    conn.execute("CREATE DATABASE ingest")
+                results["ingestion"] = ingestion(shared, url, Path(tmp) / "ingest")
+        finally:
+            server.stop("immediate")
+    path = save_result("scale", results)
+    print(f"written: {path}")
+
+
+if __name__ == "__main__":
+    main()
