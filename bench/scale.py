@@ -17,8 +17,9 @@ this script (kb_qa/pgserver.py, the server of `kb-qa db start`).
 - **Memory**: the resident memory of a process that loads the embedding model, opens the store and
   answers 50 questions — what an API process holds for its index (the folder store keeps every
   vector, text and posting in memory; PostgreSQL keeps them in the server).
-- **Replicas**: search throughput (questions/s) of 1 and of 2 processes querying the PostgreSQL store
-  at once (each with its own model and pool), the retrieval path above.
+- **Replicas**: search throughput (questions/s, all processes together) of 1 and of 2 processes
+  querying the PostgreSQL store at once (each with its own model and pool; the retrieval path above),
+  with torch's default threads, with ``OMP_WAIT_POLICY=PASSIVE`` and with one thread per process.
 - **Ingestion** (``--ingest``): the real pipeline (read, split, embed, store) on the squad-dev and
   cmrc2018-trial article files into a knowledge base on each storage, chunks/s.
 
@@ -141,16 +142,36 @@ def _child(kind: str, where: str, dim: int, queries: list[str], result: Any) -> 
         pool.close()
 
 
-def in_processes(count: int, kind: str, where: str, dim: int, queries: list[str]) -> list[dict[str, Any]]:
+def in_processes(
+    count: int, kind: str, where: str, dim: int, queries: list[str], env: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Run :func:`_child` in ``count`` fresh processes at once (``env``: set for them, e.g. torch's threads)."""
+    import os
+
     context = multiprocessing.get_context("spawn")
     result = context.Queue()
-    processes = [context.Process(target=_child, args=(kind, where, dim, queries, result)) for _ in range(count)]
-    for process in processes:
-        process.start()
+    saved = dict(os.environ)
+    os.environ.update(env or {})
+    try:
+        processes = [context.Process(target=_child, args=(kind, where, dim, queries, result)) for _ in range(count)]
+        for process in processes:
+            process.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     out = [result.get(timeout=1800) for _ in processes]
     for process in processes:
         process.join()
     return out
+
+
+# torch's OpenMP threads spin while they wait: two busy processes on 2 cores collapse unless they
+# sleep instead (PASSIVE) or each keeps to one thread
+REPLICA_SETUPS = {
+    "default threads": {},
+    "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"},
+    "1 thread each": {"OMP_NUM_THREADS": "1"},
+}
 
 
 def ingestion(shared: Path, url: str, root: Path) -> dict[str, Any]:
@@ -197,11 +218,7 @@ def main() -> None:
         try:
             for size in args.sizes:
                 print(f"{size} chunks", flush=True)
-                url = server.url("postgres").rsplit("/", 1)[0] + f"/scale{size}"
-                import psycopg
-
-                with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
-                    conn.execute(f"CREATE DATABASE scale{size}")
+                url = server.create_database(f"scale{size}")
                 pool = connect_pool(url, max_size=4)
                 folder_dir = Path(tmp) / f"folder-{size}"
                 figures: dict[str, Any] = {}
@@ -233,20 +250,19 @@ def main() -> None:
                     "postgres": in_processes(1, "postgres", url, dim, queries[:50])[0],
                 }
                 print("  replicas", flush=True)
-                one = in_processes(1, "postgres", url, dim, queries)
-                two = in_processes(2, "postgres", url, dim, queries)
-                figures["replicas_questions_per_s"] = {
-                    "1": round(sum(r["questions_per_s"] for r in one), 2),
-                    "2": round(sum(r["questions_per_s"] for r in two), 2),
-                }
+                figures["replicas_questions_per_s"] = {}
+                for setup, env in REPLICA_SETUPS.items():
+                    one = in_processes(1, "postgres", url, dim, queries, env)
+                    two = in_processes(2, "postgres", url, dim, queries, env)
+                    figures["replicas_questions_per_s"][setup] = {
+                        "1": round(sum(r["questions_per_s"] for r in one), 2),
+                        "2": round(sum(r["questions_per_s"] for r in two), 2),
+                    }
+                    print(f"    {setup}: {figures['replicas_questions_per_s'][setup]}", flush=True)
                 results["sizes"][str(size)] = figures
                 print(json.dumps(figures, indent=2), flush=True)
             if args.ingest:
-                url = server.url("postgres").rsplit("/", 1)[0] + "/ingest"
-                import psycopg
-
-                with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
-                    conn.execute("CREATE DATABASE ingest")
+                url = server.create_database("ingest")
                 results["ingestion"] = ingestion(shared, url, Path(tmp) / "ingest")
         finally:
             server.stop("immediate")

@@ -35,7 +35,7 @@ from kb_qa.errors import (
 from kb_qa.ingest import NoProgress, Pipeline, Progress
 from kb_qa.keys import ACTOR, AuditLog
 from kb_qa.registry import PgRegistry, Registry, validate_name
-from kb_qa.storage import FolderStorage, Storage
+from kb_qa.storage import FolderStorage, Storage, available
 from loaders import DEFAULT_LIMITS, Limits, Loader, LoadError, TextSplitter
 from loaders.isolation import Isolation
 from vector_store import IndexOptions, StoreBusy, StoreError
@@ -150,7 +150,7 @@ class KnowledgeBaseService:
         deleted and re-created gives :class:`Conflict` — never a write into what is gone.
         """
         try:
-            with self.storage.lock(validate_name(name), self.lock_timeout):
+            with available(), self.storage.lock(validate_name(name), self.lock_timeout):
                 if info is not None:
                     self._still_there(info)
                 yield
@@ -307,7 +307,8 @@ class KnowledgeBaseService:
                     f"(see `kb-qa kb files {name}`)"
                 )
             store = self._open_store(info)
-            store.delete(key)  # forces the document through the pipeline again
+            with available():
+                store.delete(key)  # forces the document through the pipeline again
             self._sync(info, {key: path}, remove_missing=False, report=report, progress=progress, store=store)
         self._record_report(report, reindex=True)
         return report
@@ -329,9 +330,10 @@ class KnowledgeBaseService:
                 )
             store = self._open_store(info)
             try:
-                for key in keys:
-                    store.delete(key)
-                self._commit(info, store, [], [(name, k) for k in keys])
+                with available():
+                    for key in keys:
+                        store.delete(key)
+                    self._commit(info, store, [], [(name, k) for k in keys])
             except BaseException:
                 store.discard()
                 raise
@@ -400,10 +402,11 @@ class KnowledgeBaseService:
         """Run the pipeline, then commit its registry rows (after the store was saved)."""
         store = store or self._open_store(info)
         try:
-            existing = {r.path: r for r in self.registry.documents(info.name)}
-            run = self.pipeline.run(store, items, existing, remove_missing=remove_missing, report=report,
-                                    progress=progress, checked=checked)  # fmt: skip
-            self._commit(info, store, run.upserts, run.deletes)
+            with available():
+                existing = {r.path: r for r in self.registry.documents(info.name)}
+                run = self.pipeline.run(store, items, existing, remove_missing=remove_missing, report=report,
+                                        progress=progress, checked=checked)  # fmt: skip
+                self._commit(info, store, run.upserts, run.deletes)
         except BaseException:
             store.discard()  # nothing of a failed write stays pending (a database rolls it back)
             raise
@@ -455,7 +458,7 @@ class KnowledgeBaseService:
             try:
                 if info.source_dir:
                     target.registry.set_source_dir(name, info.source_dir)
-                with target._lock(name, created):
+                with target._lock(name, created), available():
                     copy = target._open_store(created)
                     documents = store.documents()
                     progress.start(len(documents), f"moving {name}")

@@ -160,10 +160,20 @@ class LocalPostgres:
     def _create_database(self) -> None:
         import psycopg
 
-        admin = self.url().rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone() is None:
-                conn.execute(f"CREATE DATABASE {DATABASE}")
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            found = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone()
+        if found is None:
+            self.create_database(DATABASE)
+
+    def create_database(self, name: str) -> str:
+        """Create database ``name`` (letters, digits and ``_``) on this server; returns its URL."""
+        import psycopg
+
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"database name {name!r}: letters, digits and '_' only")
+        with psycopg.connect(self.url("postgres"), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url(name)
 
     def url(self, database: str | None = None) -> str:
         """The connection URL (``database`` instead of ``kbqa``, when given)."""

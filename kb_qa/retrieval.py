@@ -50,6 +50,7 @@ from kb_qa.hf import offline_and_quiet
 from kb_qa.knowledge_base import KnowledgeBaseService
 from kb_qa.placement import resolve_device
 from kb_qa.settings import RetrievalSettings
+from kb_qa.storage import available
 from vector_store import StoredChunk
 from vector_store.contract import ChunkStore
 
@@ -227,7 +228,9 @@ class DocumentPiece:
 def document_pieces(store: ChunkStore, doc: str) -> list[DocumentPiece]:
     """The indexed text of ``doc``, piece by piece in reading order (chunks joined, overlaps once)."""
     pieces: dict[object, list[StoredChunk]] = {}
-    for chunk in store.chunks_of(doc):
+    with available():
+        chunks = store.chunks_of(doc)
+    for chunk in chunks:
         pieces.setdefault(_piece(chunk), []).append(chunk)
     out = []
     for chunks in pieces.values():
@@ -313,6 +316,12 @@ class Retriever:
         """
         if vector is None:
             vector = self.embeddings.encode_queries([query])[0]
+        with available():  # a database away for now: kb-qa's temporary error, wherever this runs
+            return self._search(query, vector, stores, options)
+
+    def _search(
+        self, query: str, vector: np.ndarray, stores: Mapping[str, ChunkStore], options: RetrievalOptions
+    ) -> list[SearchHit]:
         candidates = self._candidates(query, vector, stores, options)
         candidates = [c for c in candidates if c.cosine >= options.score_threshold]
         candidates.sort(key=lambda c: (-c.relevance, -c.cosine, c.kb, c.chunk.id))

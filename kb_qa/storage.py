@@ -26,9 +26,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kb_qa.domain import KnowledgeBaseInfo
+from kb_qa.errors import StorageUnavailable
 from vector_store import FaissStore, IndexOptions, StoreError, WriterLock
-from vector_store.contract import ChunkStore
+from vector_store.contract import ChunkStore, StoreUnavailable
 from vector_store.faiss_store import current_generation, read_commit
+
+
+@contextmanager
+def available() -> Iterator[None]:
+    """A store's server away for now (:class:`~vector_store.contract.StoreUnavailable`) as kb-qa's
+    :class:`~kb_qa.errors.StorageUnavailable`: 503 with Retry-After in the API, one line in the CLI,
+    an error event in a stream, a tool error over MCP."""
+    try:
+        yield
+    except StoreUnavailable as exc:
+        raise StorageUnavailable(f"{exc}; try again shortly") from exc
 
 
 class Storage(Protocol):
@@ -151,7 +163,9 @@ class PostgresStorage:
         PostgresStore.drop(self.pool, name)
 
     def _current(self, name: str) -> tuple[int, int, Any]:
-        with self.pool.connection() as conn:
+        from vector_store.pg_store import unavailable
+
+        with available(), unavailable(), self.pool.connection() as conn:
             row = conn.execute("SELECT id, generation, commit FROM kbqa_stores WHERE name = %s", (name,)).fetchone()
         return (int(row[0]), int(row[1]), row[2]) if row else (0, 0, None)
 

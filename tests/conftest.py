@@ -89,9 +89,7 @@ def pg_url(postgres: LocalPostgres) -> Iterator[str]:
     import psycopg
 
     name = f"t_{uuid.uuid4().hex[:16]}"
-    with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    yield postgres.url(name)
+    yield postgres.create_database(name)
     with psycopg.connect(postgres.url("postgres"), autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -27,13 +27,14 @@ from starlette.routing import Route
 from kb_qa.api import errors as api_errors
 from kb_qa.api import legacy, web
 from kb_qa.api.deps import Read, sanitize_filename
-from kb_qa.api.jobs import JobRunner
+from kb_qa.api.jobs import JobRunner, PgJobStore
 from kb_qa.api.limits import BodyLimit, clean_stale_upload_dirs
 from kb_qa.api.routes import AFTER_LEGACY, ROUTERS
 from kb_qa.errors import KbQaError
 from kb_qa.keys import KEYS_FILE, Keys, KeyStore
 from kb_qa.services import Services, build_services
 from kb_qa.settings import Settings
+from kb_qa.storage import PostgresStorage
 
 if TYPE_CHECKING:
     from kb_qa.mcp_server import McpEndpoint
@@ -53,6 +54,9 @@ def create_app(settings: Settings, *, services: Services | None = None, load_mod
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.services = services or build_services(settings)
+        storage = app.state.services.knowledge_bases.storage
+        if isinstance(storage, PostgresStorage):  # jobs in the database: every replica sees them
+            jobs.store = PgJobStore(storage.pool)
         clean_stale_upload_dirs(app.state.services.knowledge_bases.scratch_dir())
         clean_stale_upload_dirs()  # those of versions that used the system's temp dir
         if load_models:

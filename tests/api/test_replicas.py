@@ -103,25 +103,68 @@ def test_what_one_replica_is_told_the_other_knows(replicas: tuple[Replica, Repli
     assert b.client.delete("/knowledge_bases/hb/documents/员工手册.md").status_code == 204
     hits = a.client.post("/knowledge_bases/hb/search", json={**question, "top_k": 4}).json()["passages"]
     assert all(h["document"] != "员工手册.md" for h in hits)
-    # a rebuild job started on one is a job of that one (jobs are per process): it completes
+    # a rebuild job started on one runs there; the other shows its progress and its end (the database)
     job = a.client.post("/knowledge_bases/hb/rebuild").json()
-    for _ in range(200):
-        state = a.client.get(f"/jobs/{job['id']}").json()
+    state = wait_for_job(b, job["id"])
+    assert state["status"] == "done" and state["report"]["kb"] == "hb", state
+    assert job["id"] in [j["id"] for j in b.client.get("/jobs").json()]
+
+
+def wait_for_job(replica: Replica, job_id: str, timeout: float = 120) -> dict[str, object]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = replica.client.get(f"/jobs/{job_id}").json()
         if state["status"] in ("done", "failed"):
-            break
-        time.sleep(0.1)
-    assert state["status"] == "done", state
+            return state  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} still {state['status']} after {timeout} s")
+
+
+def notes(folder: Path, files: int = 12) -> list[Path]:
+    """Enough text to keep a writer busy embedding for a while."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(files):
+        path = folder / f"notes-{i:02d}.md"
+        path.write_text("\n\n".join(f"## Note {i}.{j}\n\n" + f"Item {j} of file {i}. " * 40 for j in range(40)),
+                        encoding="utf-8")  # fmt: skip
+        paths.append(path)
+    return paths
+
+
+def test_jobs_outlive_the_replica_that_ran_them(replicas: tuple[Replica, Replica], tmp_path: Path, pg_url: str) -> None:
+    a, b = replicas
+    assert a.client.post("/knowledge_bases", json={"name": "hb"}).status_code == 201
+    content = tmp_path / "shared-root" / "hb" / "content"
+    notes(content)  # files put in the knowledge base's folder: a rebuild indexes them
+    job = a.client.post("/knowledge_bases/hb/rebuild").json()
+    deadline = time.monotonic() + 60
+    while b.client.get(f"/jobs/{job['id']}").json()["done"] == 0:  # progress, seen from the other replica
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    a.process.send_signal(signal.SIGKILL)  # a crash in the middle of the job
+    a.process.wait(30)
+    state = wait_for_job(b, job["id"], timeout=15)  # as soon as the server has seen the connection go
+    assert state["status"] == "failed" and state["error"]["code"] == "interrupted", state
+    assert "start it again" in state["error"]["message"]
+    assert b.client.get("/knowledge_bases/hb").json()["chunk_count"] == 0  # nothing half-written
+    # run again on the survivor; a replica started afterwards still lists both jobs
+    again = b.client.post("/knowledge_bases/hb/rebuild").json()
+    assert wait_for_job(b, again["id"], timeout=300)["status"] == "done"
+    c = Replica(tmp_path / "shared-root", pg_url, tmp_path / "c.log")
+    try:
+        c.wait_ready()
+        listed = {j["id"]: j["status"] for j in c.client.get("/jobs").json()}
+        assert listed == {job["id"]: "failed", again["id"]: "done"}
+        assert c.client.get("/knowledge_bases/hb").json()["document_count"] == 12
+    finally:
+        c.stop()
 
 
 def test_a_replica_killed_mid_upload_leaves_no_half_document(replicas: tuple[Replica, Replica], tmp_path: Path) -> None:
     a, b = replicas
     assert a.client.post("/knowledge_bases", json={"name": "hb"}).status_code == 201
-    big = []
-    for i in range(12):  # enough text to keep the writer busy embedding for a while
-        path = tmp_path / f"notes-{i:02d}.md"
-        path.write_text("\n\n".join(f"## Note {i}.{j}\n\n" + f"Item {j} of file {i}. " * 40 for j in range(40)),
-                        encoding="utf-8")  # fmt: skip
-        big.append(path)
+    big = notes(tmp_path / "notes")
 
     def send() -> None:
         with contextlib.suppress(httpx.HTTPError):  # the replica dies under it

@@ -3,6 +3,7 @@ PostgreSQL 18 + pgvector server, the sample handbook. Results must equal the fol
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,74 @@ def test_moving_between_folders_and_postgres_keeps_every_answer(
         assert answers(folder) == before
     finally:
         pg.close()
+
+
+def test_postgres_restarted_under_load(pg_services: Services, samples_copy: Path, postgres: object) -> None:
+    """Searches keep coming while the server restarts: any caught by the shutdown fails with the clean,
+    temporary error (503 in the API), the rest wait for a connection; once it is back every search
+    succeeds on new connections, and nothing stored is lost."""
+    import threading
+
+    build(pg_services, samples_copy)
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def searches() -> None:
+        while not stop.is_set():
+            try:
+                hits = pg_services.retriever.retrieve("试用期多长时间？", ["hb"], top_k=1)
+                outcomes.append("ok" if hits and hits[0].document == "onboarding-入职指南.pdf" else "wrong")
+            except StorageUnavailable:
+                outcomes.append("unavailable")
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=searches)
+    thread.start()
+    time.sleep(1.0)
+    postgres.stop("fast")  # type: ignore[attr-defined]
+    time.sleep(1.0)
+    postgres.start()  # type: ignore[attr-defined]
+    restarted = len(outcomes)
+    deadline = time.monotonic() + 30
+    while outcomes[-1:] != ["ok"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    assert thread.is_alive()  # no error other than the clean one escaped the searches
+    stop.set()
+    thread.join(10)
+    # a request caught by the shutdown fails cleanly; others wait for a connection and succeed
+    assert set(outcomes) <= {"ok", "unavailable"} and restarted > 0
+    assert outcomes[-5:] == ["ok"] * 5, outcomes[-10:]
+    assert pg_services.knowledge_bases.get("hb").document_count == 5
+
+
+def test_the_api_answers_503_with_retry_after_while_the_database_is_away(
+    pg_services: Services, samples_copy: Path, postgres: object
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from kb_qa.api import create_app
+
+    build(pg_services, samples_copy)
+    app = create_app(pg_services.settings, services=pg_services, load_models=False)
+    with TestClient(app) as client:
+        assert client.get("/knowledge_bases/hb/documents").status_code == 200
+        postgres.stop("fast")  # type: ignore[attr-defined]
+        try:
+            pool = pg_services.knowledge_bases.storage.pool  # type: ignore[attr-defined]
+            pool.timeout = 1.0  # no waiting for a server that is away
+            for path in ("/knowledge_bases", "/knowledge_bases/hb/documents"):
+                response = client.get(path)
+                assert response.status_code == 503, response.text
+                assert response.headers["Retry-After"] == "5"
+                body = response.json()["error"]
+                assert body["code"] == "storage_unavailable" and "try again" in body["message"]
+            search = client.post("/knowledge_bases/hb/search", json={"query": "试用期多长时间？"})
+            assert search.status_code == 503 and search.json()["error"]["code"] == "storage_unavailable"
+        finally:
+            postgres.start()  # type: ignore[attr-defined]
+        deadline = time.monotonic() + 30
+        while client.get("/knowledge_bases/hb/documents").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert len(client.get("/knowledge_bases/hb/documents").json()) == 5
