@@ -160,7 +160,8 @@ class PostgresStorage:
     def drop(self, name: str) -> None:
         from vector_store.pg_store import PostgresStore
 
-        PostgresStore.drop(self.pool, name)
+        with available():
+            PostgresStore.drop(self.pool, name)
 
     def _current(self, name: str) -> tuple[int, int, Any]:
         from vector_store.pg_store import unavailable

@@ -351,7 +351,7 @@ class PostgresStore:
     @classmethod
     def drop(cls, pool: Any, name: str) -> None:
         """Remove the store ``name`` and everything in it (nothing when there is none)."""
-        with pool.connection() as conn, conn.transaction():
+        with unavailable(), pool.connection() as conn, conn.transaction():
             row = conn.execute("SELECT id FROM kbqa_stores WHERE name = %s", (name,)).fetchone()
             if row is None:
                 return
@@ -360,13 +360,6 @@ class PostgresStore:
             conn.execute("DELETE FROM kbqa_postings WHERE store_id = %s", (store_id,))
             conn.execute("DELETE FROM kbqa_terms WHERE store_id = %s", (store_id,))
             conn.execute("DELETE FROM kbqa_stores WHERE id = %s", (store_id,))  # chunks cascade
-
-    @staticmethod
-    def current(pool: Any, name: str) -> tuple[int, Any]:
-        """(generation, commit record) of store ``name`` as last saved ((0, None): none)."""
-        with pool.connection() as conn:
-            row = conn.execute("SELECT generation, commit FROM kbqa_stores WHERE name = %s", (name,)).fetchone()
-        return (int(row[0]), row[1]) if row else (0, None)
 
     # ------------------------------------------------------------ reading
     def __len__(self) -> int:
