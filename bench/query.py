@@ -38,6 +38,7 @@ from kb_qa.retrieval import RetrievalOptions, Retriever
 from kb_qa.services import build_embeddings
 from kb_qa.settings import PROJECT_DIR, load_settings
 from vector_store import FaissStore, IndexOptions
+from vector_store.contract import ChunkStore
 
 SETS = ("squad-dev", "cmrc2018-trial")
 _SENTENCE = re.compile(r"(?<=[。！？.!?])\s*")
@@ -96,7 +97,7 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q))
 
 
-def run_round(retriever: Retriever, store: FaissStore, queries: list[str], options: RetrievalOptions) -> dict:
+def run_round(retriever: Retriever, store: ChunkStore, queries: list[str], options: RetrievalOptions) -> dict:
     for query in queries[:10]:  # warm up
         retriever.search_stores(query, {"bench": store}, options)
     times = []
@@ -132,12 +133,12 @@ def components(retriever: Retriever, store: FaissStore, queries: list[str]) -> d
     }
 
 
-def ivf_overlap(flat: FaissStore, ivf: FaissStore, vectors: np.ndarray) -> float:
+def overlap_at_10(exact: ChunkStore, approximate: ChunkStore, vectors: np.ndarray) -> float:
+    """The share of ``exact``'s dense top 10 that ``approximate`` also returns (recall@10)."""
     shared = 0
     for vector in vectors:
-        exact = {h.chunk.id for h in flat.search(vector, 10)}
-        approximate = {h.chunk.id for h in ivf.search(vector, 10)}
-        shared += len(exact & approximate)
+        truth = {h.chunk.id for h in exact.search(vector, 10)}
+        shared += len(truth & {h.chunk.id for h in approximate.search(vector, 10)})
     return shared / (10 * len(vectors))
 
 
@@ -177,7 +178,7 @@ def main() -> None:
         train_seconds = time.perf_counter() - started
         print(f"  IVF trained in {train_seconds:.1f} s", flush=True)
         query_vectors = embeddings.encode_queries(queries[:100])
-        overlap = ivf_overlap(stores[f"flat {largest}"], stores[f"ivf {largest}"], query_vectors)
+        overlap = overlap_at_10(stores[f"flat {largest}"], stores[f"ivf {largest}"], query_vectors)
 
         rounds: dict[str, list[dict]] = {name: [] for name in stores}
         for number in range(args.rounds):

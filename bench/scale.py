@@ -43,7 +43,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import git_revision, machine, memory_mb, require_shared, save_result
-from bench.query import SETS, passages_and_vectors, percentile, synthetic_documents
+from bench.query import SETS, overlap_at_10, passages_and_vectors, run_round, synthetic_documents
 from kb_qa.pgserver import LocalPostgres
 from kb_qa.retrieval import RetrievalOptions, Retriever
 from kb_qa.services import build_embeddings, build_services
@@ -79,13 +79,8 @@ def fill(store: ChunkStore, size: int, texts: list[str], vectors: np.ndarray) ->
 
 
 def timings(retriever: Retriever, store: ChunkStore, queries: list[str], options: RetrievalOptions) -> dict[str, Any]:
-    for query in queries[:10]:
-        retriever.search_stores(query, {"bench": store}, options)
-    whole, dense, keyword = [], [], []
-    for query in queries:
-        started = time.perf_counter()
-        retriever.search_stores(query, {"bench": store}, options)
-        whole.append((time.perf_counter() - started) * 1000)
+    whole = run_round(retriever, store, queries, options)  # the whole path: p50, p99 (and mean)
+    dense, keyword = [], []
     vectors = retriever.embeddings.encode_queries(queries[:100])
     for query, vector in zip(queries[:100], vectors, strict=True):
         t0 = time.perf_counter()
@@ -96,19 +91,10 @@ def timings(retriever: Retriever, store: ChunkStore, queries: list[str], options
         dense.append((t1 - t0) * 1000)
         keyword.append((t2 - t1) * 1000)
     return {
-        "p50_ms": round(statistics.median(whole), 2),
-        "p99_ms": round(percentile(whole, 99), 2),
+        **whole,
         "dense_median_ms": round(statistics.median(dense), 2),
         "bm25_median_ms": round(statistics.median(keyword), 2),
     }
-
-
-def recall_at_10(approximate: ChunkStore, exact: ChunkStore, vectors: np.ndarray) -> float:
-    shared = 0
-    for vector in vectors:
-        truth = {h.chunk.id for h in exact.search(vector, 10)}
-        shared += len(truth & {h.chunk.id for h in approximate.search(vector, 10)})
-    return shared / (10 * len(vectors))
 
 
 def _child(kind: str, where: str, dim: int, queries: list[str], result: Any) -> None:
@@ -246,10 +232,10 @@ def main() -> None:
                 }
                 if not args.no_exact_timings:  # a full scan per question: seconds each at 1M chunks
                     figures["search"]["postgres (exact)"] = timings(retriever, exact, queries, options)
-                figures["hnsw_recall_at_10"] = round(recall_at_10(pg, exact, query_vectors), 4)
+                figures["hnsw_recall_at_10"] = round(overlap_at_10(exact, pg, query_vectors), 4)
                 if not args.no_exact_timings:
                     figures["folder_recall_at_10_of_postgres_exact"] = round(
-                        recall_at_10(folder, exact, query_vectors), 4
+                        overlap_at_10(exact, folder, query_vectors), 4
                     )
                 del folder
                 pool.close()

@@ -71,7 +71,32 @@ def pick_precision(precision: str, device: str) -> str:
     return "fp32"
 
 
-class SentenceTransformerEmbeddings(Embeddings):
+class PrefixedEmbeddings(Embeddings):
+    """A LangChain ``Embeddings`` whose subclasses embed texts behind a query or passage prefix
+    (:meth:`_encode`); the local model and a remote server share the rest."""
+
+    query_prefix: str
+    passage_prefix: str
+
+    def _encode(self, texts: list[str], prefix: str) -> np.ndarray:
+        raise NotImplementedError
+
+    def encode_passages(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised float32 vectors of passages, one row each."""
+        return self._encode(texts, self.passage_prefix)
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """L2-normalised float32 vectors of queries, one row each."""
+        return self._encode(texts, self.query_prefix)
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.encode_passages(list(texts)).tolist()
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.encode_queries([text])[0].tolist()
+
+
+class SentenceTransformerEmbeddings(PrefixedEmbeddings):
     """Embeddings from a local sentence-transformers folder; the model loads on first use.
 
     :param model_path: the model folder.
@@ -166,22 +191,8 @@ class SentenceTransformerEmbeddings(Embeddings):
             )
         return np.ascontiguousarray(vectors.float().cpu().numpy(), dtype=np.float32)
 
-    def encode_passages(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised float32 vectors of passages, one row each."""
-        return self._encode(texts, self.passage_prefix)
 
-    def encode_queries(self, texts: list[str]) -> np.ndarray:
-        """L2-normalised float32 vectors of queries, one row each."""
-        return self._encode(texts, self.query_prefix)
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.encode_passages(list(texts)).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.encode_queries([text])[0].tolist()
-
-
-class RemoteEmbeddings(Embeddings):
+class RemoteEmbeddings(PrefixedEmbeddings):
     """Embeddings from an OpenAI-compatible ``/v1/embeddings`` server (``embedding.backend: openai``):
     vLLM, text-embeddings-inference, Infinity, Xinference — or another kb-qa.
 
@@ -195,8 +206,6 @@ class RemoteEmbeddings(Embeddings):
         built by the local model of that name can be searched with the remote one and the other way.
     :param remote_model: the model name the server knows (default: ``name``).
     """
-
-    remote = True
 
     def __init__(
         self,
@@ -308,18 +317,6 @@ class RemoteEmbeddings(Embeddings):
                 "is embedding.url pointing at another model?"
             )
         return matrix
-
-    def encode_passages(self, texts: list[str]) -> np.ndarray:
-        return self._encode(texts, self.passage_prefix)
-
-    def encode_queries(self, texts: list[str]) -> np.ndarray:
-        return self._encode(texts, self.query_prefix)
-
-    def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        return self.encode_passages(list(texts)).tolist()
-
-    def embed_query(self, text: str) -> list[float]:
-        return self.encode_queries([text])[0].tolist()
 
 
 TextEmbeddings = SentenceTransformerEmbeddings | RemoteEmbeddings

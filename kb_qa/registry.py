@@ -11,6 +11,7 @@ import shutil
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import astuple
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -250,12 +251,13 @@ def _insert(db: sqlite3.Connection, rows: Iterable[DocumentRecord]) -> None:
     db.executemany(
         "INSERT OR REPLACE INTO documents (kb, path, source, sha256, size, mtime, loader, chunk_count, "
         "status, error, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (r.kb, r.path, r.source, r.sha256, r.size, r.mtime, r.loader, r.chunk_count, r.status, r.error,
-             r.updated_at)
-            for r in rows
-        ],
-    )  # fmt: skip
+        [_values(r) for r in rows],
+    )
+
+
+def _values(r: DocumentRecord) -> tuple[Any, ...]:
+    """A document row's values in the column order both registries insert them."""
+    return astuple(r)
 
 
 _PG_COUNTS = (
@@ -349,7 +351,7 @@ class PgRegistry:
         with self._tx() as db:
             with db.cursor() as cur:
                 cur.executemany("DELETE FROM kbqa_documents WHERE kb = %s AND path = %s", list(deletes))
-                cur.executemany(_PG_INSERT, [_pg_row(r) for r in upserts])
+                cur.executemany(_PG_INSERT, [_values(r) for r in upserts])
             if generation is not None:
                 db.execute(
                     "UPDATE kbqa_knowledge_bases SET generation = %s WHERE name = %s", (generation[1], generation[0])
@@ -365,7 +367,7 @@ class PgRegistry:
                 return False
             db.execute("DELETE FROM kbqa_documents WHERE kb = %s", (kb,))
             with db.cursor() as cur:
-                cur.executemany(_PG_INSERT, [_pg_row(r) for r in rows])
+                cur.executemany(_PG_INSERT, [_values(r) for r in rows])
             db.execute("UPDATE kbqa_knowledge_bases SET generation = %s WHERE name = %s", (generation, kb))
             return True
 
@@ -379,8 +381,3 @@ def _pg_info(row: Any) -> KnowledgeBaseInfo:
     name, description, model, dimension, created, source_dir, generation, documents, chunks = row
     return KnowledgeBaseInfo(name, description, model, int(dimension), created, source_dir, int(documents),
                              int(chunks), int(generation))  # fmt: skip
-
-
-def _pg_row(r: DocumentRecord) -> tuple[Any, ...]:
-    return (r.kb, r.path, r.source, r.sha256, r.size, r.mtime, r.loader, r.chunk_count, r.status, r.error,
-            r.updated_at)  # fmt: skip
