@@ -10,6 +10,9 @@ this script (kb_qa/pgserver.py, the server of `kb-qa db start`).
   of the squad-dev and cmrc2018-trial passages recombined, vectors mixed from the real model's
   vectors of those passages plus noise (so the geometry is the real model's; say so when quoting) —
   written in documents of 100 chunks, saved every 10,000 chunks; chunks/s of the store alone.
+  With ``--bulk`` PostgreSQL is filled without its HNSW index, which is built once afterwards
+  (``PostgresStore.bulk_load``, timed on its own); ``--shared-buffers`` gives the server more memory
+  than `kb-qa db start`'s 256 MB (both recorded in the result).
 - **Search at N chunks**: real questions of both sets; the whole retrieval path (embed the question,
   dense + BM25, fusion, passages; hybrid, top 4), p50 / p99, the folder store exact, PostgreSQL with
   HNSW (``ef_search`` 100) and exact; medians of the dense and the keyword step alone.
@@ -190,6 +193,15 @@ def main() -> None:
         action="store_true",
         help="skip PostgreSQL's exact-scan timings and the folder-vs-exact check (large sizes)",
     )
+    parser.add_argument(
+        "--bulk",
+        action="store_true",
+        help="fill PostgreSQL without the HNSW index and build it once afterwards (PostgresStore.bulk_load); "
+        "the build time is its own figure",
+    )
+    parser.add_argument("--shared-buffers", default="256MB",
+                        help="the server's shared_buffers (default: what `kb-qa db start` sets)")  # fmt: skip
+    parser.add_argument("--maintenance-work-mem", default="1GB", help="memory for the --bulk index build")
     args = parser.parse_args()
     shared = require_shared()
     settings = load_settings()
@@ -206,6 +218,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="kbqa-scale-") as tmp:
         server = LocalPostgres(Path(tmp) / "postgres")
         server.start()
+        if args.shared_buffers != "256MB":
+            import psycopg
+
+            with psycopg.connect(server.url("postgres"), autocommit=True) as conn:
+                conn.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
+            server.stop()
+            server.start()
+        results["server"] = {"shared_buffers": args.shared_buffers, "bulk": args.bulk,
+                             "maintenance_work_mem": args.maintenance_work_mem if args.bulk else None}  # fmt: skip
         try:
             for size in args.sizes:
                 print(f"{size} chunks", flush=True)
@@ -217,7 +238,15 @@ def main() -> None:
                 figures["folder_write_chunks_per_s"] = round(fill(FaissStore(folder_dir, dim), size, texts, vectors))
                 print("  postgres store: writing", flush=True)
                 pg = PostgresStore(pool, "bench", dim)
-                figures["postgres_write_chunks_per_s"] = round(fill(pg, size, texts, vectors))
+                if args.bulk:
+                    built = {}
+                    with pg.bulk_load(args.maintenance_work_mem):
+                        figures["postgres_write_chunks_per_s_without_index"] = round(fill(pg, size, texts, vectors))
+                        built["from"] = time.perf_counter()
+                        print("  postgres store: building the HNSW index", flush=True)
+                    figures["postgres_index_build_s"] = round(time.perf_counter() - built["from"], 1)
+                else:
+                    figures["postgres_write_chunks_per_s"] = round(fill(pg, size, texts, vectors))
                 with pool.connection() as conn:
                     conn.execute("VACUUM ANALYZE")
                     figures["postgres_database_mb"] = round(

@@ -216,3 +216,39 @@ def test_dropping_a_store_removes_everything(pool: object) -> None:
     assert counts == [0, 0, 0, 0] and indexes[0] == 0
     fresh = PostgresStore(pool, "gone", DIM)
     assert fresh.generation == 0 and fresh.documents() == {}
+
+
+def test_postgres_bulk_load_builds_the_index_once_and_searches_as_before(pool: object) -> None:
+    data = corpus(seed=7, docs=30)
+    store = PostgresStore(pool, "bulk", DIM)
+    index = f"kbqa_chunks_hnsw_{store.store_id}"
+
+    def has_index() -> bool:
+        with pool.connection() as conn:  # type: ignore[attr-defined]
+            return conn.execute("SELECT to_regclass(%s)", (index,)).fetchone()[0] is not None
+
+    with store.bulk_load():
+        assert not has_index()  # no graph to keep up while loading
+        fill(store, data)
+        store.save()
+        exact = PostgresStore(pool, "bulk", DIM, exact=True)
+        during = [[c.chunk.id for c in store.search(v, 5)] for _, _, vs in data[:5] for v in vs]
+    assert has_index()
+    after = [[c.chunk.id for c in store.search(v, 5)] for _, _, vs in data[:5] for v in vs]
+    assert after == during == [[c.chunk.id for c in exact.search(v, 5)] for _, _, vs in data[:5] for v in vs]
+    with pool.connection() as conn, conn.transaction():  # type: ignore[attr-defined]
+        conn.execute("SET LOCAL enable_seqscan = off")  # a tiny table: ask whether the index can serve at all
+        query = "[" + ",".join(["0.1"] * DIM) + "]"
+        rows = conn.execute(
+            f"EXPLAIN SELECT id FROM kbqa_chunks WHERE store_id = {store.store_id} "
+            f"ORDER BY embedding::vector({DIM}) <=> %s::vector({DIM}) LIMIT 5",
+            (query,),
+        ).fetchall()
+        plan = "\n".join(r[0] for r in rows)
+    assert index in plan  # the rebuilt index serves the store's searches
+
+    with pytest.raises(StoreError, match="save or discard"):
+        store.add("open.md", ["x"], [{}], np.ones((1, DIM), np.float32))
+        with store.bulk_load():
+            pass
+    store.discard()
