@@ -100,6 +100,34 @@ def timings(retriever: Retriever, store: ChunkStore, queries: list[str], options
     }
 
 
+def ef_sweep(
+    pool: Any, dim: int, retriever: Retriever, queries: list[str], query_vectors: np.ndarray,
+    options: RetrievalOptions, values: list[int],
+) -> dict[str, Any]:  # fmt: skip
+    """HNSW ``ef_search`` against recall@10 and time: exact top 10 once per question, then for each
+    value the recall, the dense step alone and the whole path (hybrid and dense-only)."""
+    exact = PostgresStore(pool, "bench", dim, exact=True)
+    truth = [{h.chunk.id for h in exact.search(v, 10)} for v in query_vectors]
+    dense_only = options.override(method="dense")
+    out: dict[str, Any] = {}
+    for ef in values:
+        store = PostgresStore(pool, "bench", dim, ef_search=ef)
+        times, shared = [], 0
+        for vector, expected in zip(query_vectors, truth, strict=True):
+            started = time.perf_counter()
+            found = store.search(vector, 10)
+            times.append((time.perf_counter() - started) * 1000)
+            shared += len(expected & {h.chunk.id for h in found})
+        out[str(ef)] = {
+            "recall_at_10": round(shared / (10 * len(truth)), 4),
+            "dense_median_ms": round(statistics.median(times), 2),
+            "hybrid": run_round(retriever, store, queries, options),
+            "dense": run_round(retriever, store, queries, dense_only),
+        }
+        print(f"    ef_search {ef}: {out[str(ef)]}", flush=True)
+    return out
+
+
 def _child(kind: str, where: str, dim: int, queries: list[str], result: Any) -> None:
     """In a fresh process: the model, the store, 50 questions; resident memory before and after."""
     settings = load_settings()
@@ -201,6 +229,10 @@ def main() -> None:
     )
     parser.add_argument("--shared-buffers", default="256MB",
                         help="the server's shared_buffers (default: what `kb-qa db start` sets)")  # fmt: skip
+    parser.add_argument("--ef-sweep", type=int, nargs="*", default=[],
+                        help="HNSW ef_search values to measure recall@10 and time at (PostgreSQL)")  # fmt: skip
+    parser.add_argument("--postgres-only", action="store_true",
+                        help="fill and measure PostgreSQL alone (with --ef-sweep: the sweep only)")  # fmt: skip
     parser.add_argument("--maintenance-work-mem", default="1GB", help="memory for the --bulk index build")
     args = parser.parse_args()
     shared = require_shared()
@@ -234,8 +266,11 @@ def main() -> None:
                 pool = connect_pool(url, max_size=4)
                 folder_dir = Path(tmp) / f"folder-{size}"
                 figures: dict[str, Any] = {}
-                print("  folder store: writing", flush=True)
-                figures["folder_write_chunks_per_s"] = round(fill(FaissStore(folder_dir, dim), size, texts, vectors))
+                if not args.postgres_only:
+                    print("  folder store: writing", flush=True)
+                    figures["folder_write_chunks_per_s"] = round(
+                        fill(FaissStore(folder_dir, dim), size, texts, vectors)
+                    )
                 print("  postgres store: writing", flush=True)
                 pg = PostgresStore(pool, "bench", dim)
                 if args.bulk:
@@ -252,8 +287,17 @@ def main() -> None:
                     figures["postgres_database_mb"] = round(
                         conn.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
                     )
-                folder = FaissStore.open(folder_dir, dim)
                 exact = PostgresStore(pool, "bench", dim, exact=True)
+                if args.ef_sweep:
+                    print("  ef_search sweep", flush=True)
+                    figures["ef_search_sweep"] = ef_sweep(pool, dim, retriever, queries, query_vectors, options,
+                                                          args.ef_sweep)  # fmt: skip
+                if args.postgres_only:
+                    pool.close()
+                    results["sizes"][str(size)] = figures
+                    print(json.dumps(figures, indent=2), flush=True)
+                    continue
+                folder = FaissStore.open(folder_dir, dim)
                 print("  search timings", flush=True)
                 figures["search"] = {
                     "folder (exact)": timings(retriever, folder, queries, options),
@@ -290,7 +334,8 @@ def main() -> None:
                 results["ingestion"] = ingestion(shared, url, Path(tmp) / "ingest")
         finally:
             server.stop("immediate")
-    path = save_result("scale" if args.sizes == [100000] else f"scale-{'-'.join(map(str, args.sizes))}", results)
+    name = "scale" if args.sizes == [100000] else f"scale-{'-'.join(map(str, args.sizes))}"
+    path = save_result(name + ("-postgres" if args.postgres_only else ""), results)
     print(f"written: {path}")
 
 
