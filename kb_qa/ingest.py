@@ -137,6 +137,8 @@ class Pipeline:
     :param limits: what a file may unpack to (:mod:`loaders.limits`).
     :param isolation: read files in parser processes with a memory and a time limit
         (:mod:`loaders.isolation`), or in this process.
+    :param engine: the parsing engine (``builtin`` or ``unstructured``), ``by_extension`` per
+        extension (:func:`loaders.loader_for`).
     """
 
     def __init__(
@@ -149,8 +151,12 @@ class Pipeline:
         max_file_bytes: int = 200 * 1024 * 1024,
         limits: Limits = DEFAULT_LIMITS,
         isolation: Isolation = NO_ISOLATION,
+        engine: str = "builtin",
+        by_extension: dict[str, str] | None = None,
     ) -> None:
         self.isolation = isolation
+        self.engine = engine
+        self.by_extension = dict(by_extension or {})
         self.embeddings = embeddings
         self.splitter = splitter
         self.heading_prefix = heading_prefix
@@ -164,7 +170,7 @@ class Pipeline:
 
         :raises LoadError: ``unsupported``, ``unreadable`` or ``too_large``.
         """
-        found = loader_for(path)
+        found = loader_for(path, self.engine, self.by_extension)
         try:
             size = path.stat().st_size
         except OSError as exc:

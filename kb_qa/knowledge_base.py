@@ -99,6 +99,8 @@ class KnowledgeBaseService:
         audit: AuditLog | None = None,
         isolation: Isolation | None = None,
         storage: Storage | None = None,
+        engine: str = "builtin",
+        by_extension: dict[str, str] | None = None,
     ) -> None:
         self.root = root
         self.audit = audit
@@ -113,6 +115,8 @@ class KnowledgeBaseService:
             max_file_bytes=max_file_bytes,
             limits=limits,
             isolation=isolation or Isolation(enabled=False),
+            engine=engine,
+            by_extension=by_extension,
         )
         self.lock_timeout = lock_timeout
         self.index_options = index_options or IndexOptions()

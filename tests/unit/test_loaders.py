@@ -192,3 +192,24 @@ def test_ocr_reads_images_and_image_only_pdf_pages(corpus: Path) -> None:
     pieces = load_file(corpus / "chatchat-samples/ocr_test.pdf")
     assert pieces[0].metadata.get("ocr") is True
     assert "文本框" in pieces[0].page_content
+
+
+def test_html_tables_keep_their_headers_and_layout_tables_stay_text(tmp_path: Path) -> None:
+    page = tmp_path / "rules.html"
+    page.write_text(
+        "<html><body><h1>差旅</h1><p>标准如下。</p><table><caption>住宿</caption>"
+        "<thead><tr><th>城市类别</th><th>上限（元/晚）</th></tr></thead>"
+        "<tbody><tr><td>省会城市</td><td><b>450</b></td></tr><tr><td>其他城市</td><td>350</td></tr></tbody></table>"
+        "<table><tr><td><table><tr><td>Nested</td><td>layout</td></tr></table></td></tr></table>"
+        "<p>超出部分自理。</p></body></html>",
+        encoding="utf-8",
+    )
+    lines = text_of(page).split("\n")
+    assert lines[:5] == ["标准如下。", "住宿", "城市类别 | 上限（元/晚）", "城市类别: 省会城市; 上限（元/晚）: 450",
+                         "城市类别: 其他城市; 上限（元/晚）: 350"]  # fmt: skip
+    assert "Nested | layout" in " ".join(lines) and lines[-1] == "超出部分自理。"
+
+
+def test_pdf_text_loses_control_characters_of_unmapped_glyphs() -> None:
+    damaged = "\x7f 超出标准的部分\x00由个人承担。\n\x7f Second item."
+    assert clean_page_text(damaged) == "超出标准的部分由个人承担。\nSecond item."

@@ -1,0 +1,61 @@
+"""Two-column PDF pages are read column by column, even when the page draws its lines across both
+columns (bench/docgen.write_pdf_two_columns); forms of labels beside values and ordinary pages are
+read as before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bench import docgen
+from loaders.pdf import load_pdf
+
+
+def _draw(path: Path, rows: list[tuple[str, str]], title: str = "", footer: str = "", x2: float = 310) -> Path:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("STSong-Light"))
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    pdf.setFont("STSong-Light", 10)
+    if title:
+        pdf.drawString(60, 780, title)
+    for i, (left, right) in enumerate(rows):
+        pdf.drawString(50, 740 - 14 * i, left)
+        pdf.drawString(x2, 740 - 14 * i, right)
+    if footer:
+        pdf.drawString(60, 60, footer)
+    pdf.save()
+    return path
+
+
+def test_a_page_drawn_across_two_columns_is_read_column_by_column(tmp_path: Path) -> None:
+    rows = [(f"左栏第{i}行，这是左边一栏的正文内容。", f"右栏第{i}行，这是右边一栏的正文内容。") for i in range(1, 13)]
+    title = "两栏排版的标题横跨整页宽度，位于页面顶部，在两栏之前阅读，标题很长很长很长很长很长"
+    footer = "页脚：横跨整页的说明文字，在两栏之后阅读，这一行同样很长很长很长很长很长很长很长"
+    text = load_pdf(_draw(tmp_path / "two.pdf", rows, title, footer))[0].page_content
+    assert text.split("\n") == [title] + [left for left, _ in rows] + [right for _, right in rows] + [footer]
+
+
+def test_english_two_columns_from_running_text(tmp_path: Path) -> None:
+    doc = docgen.Doc("cols", "en", [("p", " ".join(f"Sentence number {i} of the article." for i in range(120)))])
+    docgen.write_pdf_two_columns(doc, tmp_path / "cols.pdf")
+    text = " ".join(load_pdf(tmp_path / "cols.pdf")[0].page_content.split())
+    order = [text.index(f"Sentence number {i} of") for i in range(120)]
+    assert order == sorted(order)  # the sentences come back in their order: left column first
+
+
+def test_labels_beside_values_are_not_columns(tmp_path: Path) -> None:
+    form = [("姓名", "张三"), ("部门", "研发中心"), ("职位", "工程师"), ("入职日期", "2024年3月1日"), ("工号", "A1024")]
+    text = load_pdf(_draw(tmp_path / "form.pdf", form))[0].page_content
+    assert "姓名" in text and text.index("张三") < text.index("部门")  # each label stays with its value
+
+
+def test_an_ordinary_page_reads_as_before(tmp_path: Path) -> None:
+    doc = docgen.Doc(
+        "one", "en", [("h", 1, "Leave"), ("p", "Unused annual leave carries over to the first quarter. " * 8)]
+    )
+    docgen.write_pdf(doc, tmp_path / "one.pdf")
+    text = load_pdf(tmp_path / "one.pdf")[0].page_content
+    assert text.startswith("Leave\nUnused annual leave carries over")
