@@ -89,6 +89,8 @@ class IngestRun:
     progress: Progress = field(default_factory=NoProgress)
     upserts: list[DocumentRecord] = field(default_factory=list)
     deletes: list[tuple[str, str]] = field(default_factory=list)
+    engine: str = "builtin"  # the parsing engine, for the loader name of a failed file's row
+    by_extension: dict[str, str] = field(default_factory=dict)
 
     @property
     def kb(self) -> str:
@@ -106,7 +108,7 @@ class IngestRun:
         except OSError:
             size, mtime = 0, 0.0
         try:
-            loader = loader_for(path)[1]
+            loader = loader_for(path, self.engine, self.by_extension)[1]
         except LoadError:
             loader = "none"
         self.upserts.append(
@@ -195,7 +197,8 @@ class Pipeline:
         removed. ``checked``: what :meth:`precheck` returned for each item, when the caller made it. Saves the
         store; returns the run, whose registry rows the caller commits."""
         started = time.perf_counter()
-        run = IngestRun(report, store.documents(), progress or NoProgress())
+        run = IngestRun(report, store.documents(), progress or NoProgress(), engine=self.engine,
+                        by_extension=self.by_extension)  # fmt: skip
         todo: list[Item] = []
         for key, path in items.items():
             if checked is not None and key in checked:
