@@ -300,3 +300,75 @@ def table_doc(name: str, lang: str, tables: int = 3, rows: int = 8, seed: int = 
         after = "超出部分由个人承担。" if lang == "zh" else "Anything above the limit is paid by the employee."
         doc.blocks += [("p", intro), ("table", [header, *body]), ("p", after)]
     return doc
+
+
+# ------------------------------------------------------------------ Outlook .msg
+def _cfb(streams: dict[str, bytes]) -> bytes:
+    """A Compound File (CFB v3, 512-byte sectors) holding ``streams`` (each under 4,096 bytes, all in
+    the root storage, kept in the mini stream) — the container of an Outlook .msg. Written here
+    because no package on PyPI writes one; olefile reads it."""
+    import struct
+
+    end, free, fat_mark, none = 0xFFFFFFFE, 0xFFFFFFFF, 0xFFFFFFFD, 0xFFFFFFFF
+    names = sorted(streams, key=lambda n: (len(n), n.upper()))  # the order CFB's directory tree uses
+    mini, mini_fat, starts = b"", [], {}
+    for name in names:
+        data = streams[name]
+        assert len(data) < 4096, name
+        starts[name] = len(mini) // 64
+        blocks = max(1, -(-len(data) // 64))
+        mini_fat += [starts[name] + i + 1 for i in range(blocks - 1)] + [end]
+        mini += data.ljust(blocks * 64, b"\0")
+
+    def sectors(data: bytes) -> list[bytes]:
+        return [data[i : i + 512].ljust(512, b"\0") for i in range(0, max(len(data), 1), 512)]
+
+    def entry(name: str, kind: int, right: int, child: int, start: int, size: int) -> bytes:
+        raw = name.encode("utf-16-le") + b"\0\0"
+        return (raw.ljust(64, b"\0") + struct.pack("<HBB3I", len(raw), kind, 1, none, right, child)
+                + b"\0" * 36 + struct.pack("<IQ", start, size))  # fmt: skip
+
+    mini_fat_sectors = sectors(b"".join(struct.pack("<I", v) for v in mini_fat).ljust(512, b"\xff"))
+    mini_sectors = sectors(mini)
+    directory_count = -(-(len(names) + 1) // 4)
+    # sector order: FAT, directory, mini FAT, mini stream
+    fat_at, dir_at = 0, 1
+    minifat_at = dir_at + directory_count
+    ministream_at = minifat_at + len(mini_fat_sectors)
+    total = ministream_at + len(mini_sectors)
+    assert total <= 128, "one FAT sector"
+    fat = [fat_mark]
+    chains = ((dir_at, directory_count), (minifat_at, len(mini_fat_sectors)), (ministream_at, len(mini_sectors)))
+    for first, count in chains:
+        fat += [first + i + 1 for i in range(count - 1)] + [end]
+    fat_sector = b"".join(struct.pack("<I", v) for v in fat).ljust(512, b"\xff")
+    entries = [entry("Root Entry", 5, none, 1 if names else none, ministream_at, len(mini))]
+    for i, name in enumerate(names, start=1):
+        entries.append(entry(name, 2, i + 1 if i < len(names) else none, none, starts[name], len(streams[name])))
+    directory = b"".join(entries).ljust(directory_count * 512, b"\0")
+    # empty directory slots must say "no sibling, no child"
+    blank = entry("", 0, none, none, 0, 0)
+    directory = directory[: 128 * len(entries)] + blank * (directory_count * 4 - len(entries))
+    header = (
+        bytes.fromhex("D0CF11E0A1B11AE1") + b"\0" * 16
+        + struct.pack("<HHHHH", 0x3E, 3, 0xFFFE, 9, 6) + b"\0" * 6
+        + struct.pack("<IIIIIIIII", 0, 1, dir_at, 0, 4096, minifat_at, len(mini_fat_sectors), end, 0)
+        + struct.pack("<I", fat_at) + struct.pack("<I", free) * 108
+    )  # fmt: skip
+    return header + fat_sector + directory + b"".join(mini_fat_sectors) + b"".join(mini_sectors)
+
+
+def write_msg(path: Path, subject: str, body: str, sender_name: str, sender_email: str) -> Path:
+    """An Outlook .msg (MS-OXMSG) with a subject, a plain-text body and a sender, all Unicode."""
+    import struct
+
+    strings = {0x001A: "IPM.Note", 0x0037: subject, 0x1000: body, 0x0C1A: sender_name, 0x0C1F: sender_email}
+    streams: dict[str, bytes] = {}
+    properties = b"\0" * 8 + struct.pack("<IIII", 0, 0, 0, 0) + b"\0" * 8  # top-level header: 32 bytes
+    for pid, text in strings.items():
+        data = text.encode("utf-16-le")  # the stream without the terminator; its size counts one
+        streams[f"__substg1.0_{pid:04X}001F"] = data
+        properties += struct.pack("<IIII", (pid << 16) | 0x001F, 0x6, len(data) + 2, 0)
+    streams["__properties_version1.0"] = properties
+    path.write_bytes(_cfb(streams))
+    return path

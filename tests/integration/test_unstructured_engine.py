@@ -75,7 +75,9 @@ def test_every_format_is_read_offline_with_headings_and_table_headers(tmp_path: 
         "| 城市类别 | 住宿上限（元/晚） |\n|---+---|\n| 一线城市 | 600 |\n| 省会城市 | 450 |\n",
         encoding="utf-8",
     )
-    files += [tmp_path / "handbook.pdf", tmp_path / "handbook.org"]
+    body = "各位同事：\n年假没休完的，可以顺延到次年第一季度，逾期作废。"
+    docgen.write_msg(tmp_path / "notice.msg", "年假顺延通知", body, "人力资源部", "hr@example.com")
+    files += [tmp_path / "handbook.pdf", tmp_path / "handbook.org", tmp_path / "notice.msg"]
     run = subprocess.run(
         [sys.executable, "-c", OFFLINE, *map(str, files)],
         cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300, check=False,
@@ -92,6 +94,9 @@ def test_every_format_is_read_offline_with_headings_and_table_headers(tmp_path: 
         assert "城市类别: 省会城市; 住宿上限（元/晚）: 450" in text, suffix  # the row keeps its headers
         headings = {h for _, h, _ in pieces}
         assert "员工手册 > 差旅" in headings, (suffix, headings)
+    mail = "\n".join(t for t, _, _ in out[".msg"][1])
+    assert mail.startswith('Subject: 年假顺延通知\nFrom: "人力资源部" <hr@example.com>')
+    assert "年假没休完的，可以顺延到次年第一季度，逾期作废。" in mail
     pdf = out[".pdf"][1]
     assert all(page == 1 for _, _, page in pdf)  # pages from the elements' metadata
     # the fast strategy reads the text layer only: the sentence is there, the table's structure is not
@@ -104,7 +109,8 @@ def test_the_engine_is_chosen_by_setting_and_by_extension(tmp_path: Path) -> Non
     assert loader_for(docx, "unstructured")[1] == "unstructured"
     assert loader_for(docx, "builtin", {".docx": "unstructured"})[1] == "unstructured"
     assert loader_for(docx, "unstructured", {".docx": "builtin"})[1] == "docx"
-    assert loader_for(tmp_path / "notes.org")[1] == "unstructured"  # only unstructured reads it
+    assert loader_for(tmp_path / "notes.org")[1] == "unstructured"  # only unstructured reads these two
+    assert loader_for(tmp_path / "mail.msg")[1] == "unstructured"
     assert loader_for(tmp_path / "a.xml", "unstructured")[1] == "xml"  # unstructured not offered: builtin
     with pytest.raises(LoadError, match="unsupported"):
         loader_for(tmp_path / "a.xyz", "unstructured")
@@ -116,6 +122,10 @@ def test_a_broken_file_fails_alone_with_its_reason(tmp_path: Path) -> None:
     with pytest.raises(LoadError) as caught:
         load_file(broken, loader=engine.load_unstructured)
     assert caught.value.reason in {"malformed", "suspicious"}
+    not_mail = tmp_path / "not-mail.msg"
+    not_mail.write_bytes(b"\xd0\xcf\x11\xe0 truncated compound file")
+    with pytest.raises(LoadError, match="malformed"):
+        engine.load_unstructured(not_mail)
     empty = tmp_path / "empty.html"
     empty.write_text("<html><body></body></html>", encoding="utf-8")
     with pytest.raises(LoadError, match="empty"):
