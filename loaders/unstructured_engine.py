@@ -66,7 +66,10 @@ SPACY_MODEL_VERSION = "3.8.0"
 _SKIP = {"PageBreak", "Image", "Formula"}
 _MARGINS = {"Header", "Footer", "PageNumber"}  # running heads: left out while short (a whole page can be one)
 _MARGIN_CHARS = 100
-_INSTALL = "install it with `pip install 'kb-qa[unstructured]'` and configs/*unstructured* (scripts/install.sh does)"
+_INSTALL = (
+    "install it with `pip install 'kb-qa[unstructured]'`, then `pip install --no-deps -r "
+    "configs/unstructured-no-deps.txt` (scripts/install.sh does both)"
+)
 _ready = threading.Lock()
 _prepared = False
 
