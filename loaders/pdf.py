@@ -185,6 +185,9 @@ class _TableReader:
             page = self._document()[index]
         except ImportError:
             return None
+        except Exception as exc:  # noqa: BLE001 - pdfium refusing a file pypdf read leaves the plain text
+            log.warning("%s page %d: column reading failed: %s", self.path.name, index + 1, exc)
+            return None
         try:
             textpage = page.get_textpage()
             try:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import docgen
 from loaders.pdf import load_pdf
 
@@ -59,3 +61,16 @@ def test_an_ordinary_page_reads_as_before(tmp_path: Path) -> None:
     docgen.write_pdf(doc, tmp_path / "one.pdf")
     text = load_pdf(tmp_path / "one.pdf")[0].page_content
     assert text.startswith("Leave\nUnused annual leave carries over")
+
+
+def test_a_file_pdfium_cannot_open_keeps_pypdfs_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from loaders import pdf
+
+    doc = docgen.Doc("one", "en", [("p", "Unused annual leave carries over to the first quarter. " * 4)])
+    docgen.write_pdf(doc, tmp_path / "one.pdf")
+
+    def refuse(self: object) -> object:
+        raise RuntimeError("pdfium cannot open it")
+
+    monkeypatch.setattr(pdf._TableReader, "_document", refuse)
+    assert load_pdf(tmp_path / "one.pdf")[0].page_content.startswith("Unused annual leave carries over")
