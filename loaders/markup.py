@@ -60,10 +60,8 @@ def html_sections(markup: bytes | str, path: Path, *, page: int | None = None) -
                 tracker.enter(_HEADINGS[child.name], child.get_text(" ", strip=True))
                 continue
             if child.name == "table" and child.find("table") is None:  # a data table: rows with headers
-                rows = [[" ".join(c.get_text(" ").split()) for c in tr.find_all(["th", "td"])]
-                        for tr in child.find_all("tr")]  # fmt: skip
                 caption = child.find("caption")
-                lines = ([" ".join(caption.get_text(" ").split())] if caption else []) + table_rows(rows)
+                lines = ([" ".join(caption.get_text(" ").split())] if caption else []) + table_rows(cell_rows(child))
                 buffer.append("\n" + "\n".join(lines) + "\n")
                 continue
             if child.name in ("td", "th"):
@@ -80,6 +78,11 @@ def html_sections(markup: bytes | str, path: Path, *, page: int | None = None) -
     if not pieces and tracker.path:  # a page of headings only
         pieces.append(piece(tracker.path.replace(" > ", "\n"), path, page=page, heading=tracker.path))
     return pieces
+
+
+def cell_rows(table: Any) -> list[list[str]]:
+    """The cells' text of every row (``tr``) under ``table`` (a BeautifulSoup tag or document)."""
+    return [[" ".join(c.get_text(" ").split()) for c in tr.find_all(["th", "td"])] for tr in table.find_all("tr")]
 
 
 def _invisible(tag: object) -> bool:

@@ -37,6 +37,7 @@ from typing import Any
 from langchain_core.documents import Document
 
 from loaders.base import HeadingTracker, LoadError, non_empty, piece
+from loaders.markup import cell_rows
 from loaders.office import table_rows
 
 #: extension -> "module:function" of the partitioner (called directly: unstructured's ``auto``
@@ -133,8 +134,7 @@ def _partitioner(suffix: str) -> Any:
 def _rows(html: str) -> list[list[str]]:
     from bs4 import BeautifulSoup
 
-    soup = BeautifulSoup(html, "lxml")
-    return [[" ".join(c.get_text(" ").split()) for c in tr.find_all(["th", "td"])] for tr in soup.find_all("tr")]
+    return cell_rows(BeautifulSoup(html, "lxml"))
 
 
 _SENTENCE_END = tuple("。！？；.!?;")
