@@ -17,6 +17,8 @@ this script (kb_qa/pgserver.py, the server of `kb-qa db start`).
   dense + BM25, fusion, passages; hybrid, top 4), p50 / p99, the folder store exact, PostgreSQL with
   HNSW (``ef_search`` 100) and exact; medians of the dense and the keyword step alone.
 - **HNSW recall@10** against exact search, the same real question vectors.
+- **Keyword search within a budget** (``--budget-sweep``, PostgreSQL): keyword recall against reading
+  every posting, the hybrid top 10 against the exact one, and the time, per ``keyword_budget``.
 - **Memory**: the resident memory of a process that loads the embedding model, opens the store and
   answers 50 questions — what an API process holds for its index (the folder store keeps every
   vector, text and posting in memory; PostgreSQL keeps them in the server).
@@ -128,6 +130,45 @@ def ef_sweep(
     return out
 
 
+def budget_sweep(
+    pool: Any, dim: int, retriever: Retriever, queries: list[str], options: RetrievalOptions,
+    budgets: list[int], ef_search: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Keyword search within a postings budget (``keyword_budget``, 0: every posting) against recall
+    and time. References, once per question: the exact keyword top ``candidates`` (every posting
+    read) and the exact hybrid top 10 (dense by a full scan, keywords exhaustive). For each budget:
+    keyword recall (a returned chunk counts when it scores at least the exact list's last one, as
+    ann-benchmarks counts ties), the keyword step alone, the hybrid top 10's recall against the
+    exact one (HNSW at ``ef_search`` included) and the whole hybrid path's p50 / p99 (top-k as set)."""
+    n = options.candidates
+    exact = PostgresStore(pool, "bench", dim, exact=True, keyword_budget=0)
+    keyword_truth = [exact.keyword_search(q, n) for q in queries]
+    top10 = options.override(top_k=10)
+    started = time.perf_counter()
+    hybrid_truth = [{h.chunk_id for h in retriever.search_stores(q, {"bench": exact}, top10)} for q in queries]
+    print(f"    exact hybrid references: {time.perf_counter() - started:.0f} s", flush=True)
+    out: dict[str, Any] = {}
+    for budget in budgets:
+        store = PostgresStore(pool, "bench", dim, ef_search=ef_search, keyword_budget=budget)
+        times, found, wanted, shared = [], 0, 0, 0
+        for query, expected, reference in zip(queries, keyword_truth, hybrid_truth, strict=True):
+            began = time.perf_counter()
+            hits = store.keyword_search(query, n)
+            times.append((time.perf_counter() - began) * 1000)
+            if expected:
+                found += min(len(expected), sum(1 for h in hits if h.score >= expected[-1].score - 1e-4))
+                wanted += len(expected)
+            shared += len(reference & {h.chunk_id for h in retriever.search_stores(query, {"bench": store}, top10)})
+        out[str(budget)] = {
+            "keyword_recall_at_candidates": round(found / max(wanted, 1), 4),
+            "keyword_median_ms": round(statistics.median(times), 2),
+            "hybrid_recall_at_10": round(shared / max(sum(len(r) for r in hybrid_truth), 1), 4),
+            "hybrid": run_round(retriever, store, queries, options),
+        }
+        print(f"    keyword_budget {budget}: {out[str(budget)]}", flush=True)
+    return out
+
+
 def _child(kind: str, where: str, dim: int, queries: list[str], result: Any) -> None:
     """In a fresh process: the model, the store, 50 questions; resident memory before and after."""
     settings = load_settings()
@@ -231,9 +272,14 @@ def main() -> None:
                         help="the server's shared_buffers (default: what `kb-qa db start` sets)")  # fmt: skip
     parser.add_argument("--ef-sweep", type=int, nargs="*", default=[],
                         help="HNSW ef_search values to measure recall@10 and time at (PostgreSQL)")  # fmt: skip
+    parser.add_argument("--budget-sweep", type=int, nargs="*", default=[],
+                        help="keyword_budget values (0: every posting) to measure keyword and hybrid recall and "
+                        "time at (PostgreSQL), with --budget-ef-search")  # fmt: skip
+    parser.add_argument("--budget-ef-search", type=int, default=100, help="ef_search for --budget-sweep")
     parser.add_argument("--postgres-only", action="store_true",
                         help="fill and measure PostgreSQL alone (with --ef-sweep: the sweep only)")  # fmt: skip
     parser.add_argument("--maintenance-work-mem", default="1GB", help="memory for the --bulk index build")
+    parser.add_argument("--out", help="the result's name under docs/benchmarks (default: from the sizes)")
     args = parser.parse_args()
     shared = require_shared()
     settings = load_settings()
@@ -291,6 +337,12 @@ def main() -> None:
                     print("  ef_search sweep", flush=True)
                     figures["ef_search_sweep"] = ef_sweep(pool, dim, retriever, queries, query_vectors, options,
                                                           args.ef_sweep)  # fmt: skip
+                if args.budget_sweep:
+                    print(f"  keyword_budget sweep (ef_search {args.budget_ef_search})", flush=True)
+                    swept = budget_sweep(pool, dim, retriever, queries, options, args.budget_sweep,
+                                         args.budget_ef_search)  # fmt: skip
+                    figures["keyword_budget_sweep"] = {"ef_search": args.budget_ef_search,
+                                                       "candidates": options.candidates, "budgets": swept}  # fmt: skip
                 if args.postgres_only:
                     pool.close()
                     results["sizes"][str(size)] = figures
@@ -334,7 +386,7 @@ def main() -> None:
         finally:
             server.stop("immediate")
     name = "scale" if args.sizes == [100000] else f"scale-{'-'.join(map(str, args.sizes))}"
-    path = save_result(name + ("-postgres" if args.postgres_only else ""), results)
+    path = save_result(args.out or name + ("-postgres" if args.postgres_only else ""), results)
     print(f"written: {path}")
 
 

@@ -99,7 +99,9 @@ def build_storage(settings: Settings) -> tuple[Registry | PgRegistry, Storage | 
         raise StorageUnavailable(str(exc)) from exc
     except StoreError as exc:
         raise ConfigError(str(exc)) from exc
-    return PgRegistry(pool), PostgresStorage(pool, exact=cfg.exact, ef_search=cfg.ef_search)
+    return PgRegistry(pool), PostgresStorage(
+        pool, exact=cfg.exact, ef_search=cfg.ef_search, keyword_budget=cfg.keyword_budget
+    )
 
 
 def build_services(

@@ -134,14 +134,23 @@ class PostgresStorage:
     :param pool: a pool from :func:`vector_store.pg_store.connect_pool`.
     :param exact: exact dense search instead of HNSW.
     :param ef_search: HNSW candidates per search.
+    :param keyword_budget: postings a keyword search reads whole, rarest term first (0: all).
     """
 
     kind = "postgres"
 
-    def __init__(self, pool: Any, *, exact: bool = False, ef_search: int = 100) -> None:
+    def __init__(self, pool: Any, *, exact: bool = False, ef_search: int = 100, keyword_budget: int = 20_000) -> None:
         self.pool = pool
         self.exact = exact
         self.ef_search = ef_search
+        self.keyword_budget = keyword_budget
+
+    def _store(self, name: str, dim: int) -> ChunkStore:
+        from vector_store.pg_store import PostgresStore
+
+        return PostgresStore(
+            self.pool, name, dim, exact=self.exact, ef_search=self.ef_search, keyword_budget=self.keyword_budget
+        )
 
     def lock(self, name: str, timeout: float) -> AbstractContextManager[None]:
         from vector_store.pg_store import PgWriterLock
@@ -149,9 +158,7 @@ class PostgresStorage:
         return PgWriterLock(self.pool, name, timeout).hold()
 
     def open(self, info: KnowledgeBaseInfo) -> ChunkStore:
-        from vector_store.pg_store import PostgresStore
-
-        return PostgresStore(self.pool, info.name, info.dimension, exact=self.exact, ef_search=self.ef_search)
+        return self._store(info.name, info.dimension)
 
     def empty(self, info: KnowledgeBaseInfo) -> ChunkStore:
         self.drop(info.name)  # only called under the writer lock, for a leftover of a deleted knowledge base
@@ -186,7 +193,7 @@ class PostgresStorage:
         from vector_store.pg_store import PostgresStore
 
         name = f".scratch-{uuid.uuid4().hex}"  # no knowledge base can have a name starting with "."
-        store = PostgresStore(self.pool, name, dim, exact=self.exact, ef_search=self.ef_search)
+        store = self._store(name, dim)
         try:
             yield store
         finally:

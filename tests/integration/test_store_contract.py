@@ -252,3 +252,38 @@ def test_postgres_bulk_load_builds_the_index_once_and_searches_as_before(pool: o
         with store.bulk_load():
             pass
     store.discard()
+
+
+def test_postgres_keyword_search_within_a_budget_reads_the_rarest_terms_and_scores_exactly(pool: object) -> None:
+    """A small ``keyword_budget`` reads the rarest terms' postings whole and scores the chunks found
+    there over every term: exact scores, the chunk that holds the rare term first; a budget that
+    covers every list gives the exhaustive result."""
+    data = corpus(seed=4, docs=40, per_doc=5)
+    data.append(("rare.md", ["expense approval 顺延 zeppelin", "budget travel"], np.ones((2, DIM), np.float32)))
+    writer = PostgresStore(pool, "budget", DIM)
+    fill(writer, data)
+    writer.save()
+    full = PostgresStore(pool, "budget", DIM, keyword_budget=0)
+    small = PostgresStore(pool, "budget", DIM, keyword_budget=5)
+    ample = PostgresStore(pool, "budget", DIM, keyword_budget=100_000)
+    rng = np.random.default_rng(8)
+    for _ in range(15):
+        text = " ".join(rng.choice(WORDS, 3))
+        exact, covered = full.keyword_search(text, 8), ample.keyword_search(text, 8)
+        # the same scores; the same chunks, except where float rounding reorders equal scores
+        assert [round(h.score, 4) for h in covered] == [round(h.score, 4) for h in exact], text
+        cut = round(exact[-1].score, 4)
+        assert {h.chunk.id for h in covered if round(h.score, 4) > cut} == {
+            h.chunk.id for h in exact if round(h.score, 4) > cut
+        }, text
+        within = small.keyword_search(text, 8)
+        assert within, text
+        scores = full.keyword_scores(text, [h.chunk.id for h in within])
+        assert np.allclose([h.score for h in within], scores, rtol=1e-5), text  # exact scores
+        assert [h.score for h in within] == sorted((h.score for h in within), reverse=True)
+    # "zeppelin" is in one chunk: read first, that chunk tops the list with its full score
+    best = small.keyword_search("expense approval budget zeppelin", 3)
+    assert best[0].chunk.doc == "rare.md"
+    assert [(h.chunk.id, round(h.score, 4)) for h in best[:1]] == [
+        (h.chunk.id, round(h.score, 4)) for h in full.keyword_search("expense approval budget zeppelin", 1)
+    ]
