@@ -31,9 +31,10 @@ list that crosses the budget is still read whole): the chunks found there are ra
 terms give them, and the best ``keyword_budget / 5`` (at least ``4 k``) are scored exactly over all
 the question's terms (the common terms' postings looked up per chunk, through the primary key).
 The common terms weigh least in BM25 (idf), so a chunk that reaches the top without any of the rare
-ones is rare. Exact whenever the question's lists fit in the budget (every knowledge base of up to
-some tens of thousands of chunks: the folder store's results); beyond, measured like HNSW's recall
-(bench/scale.py ``--budget-sweep``). ``keyword_budget=0`` reads every posting. (Tried first: per-term
+ones is rare. Exact (the folder store's results) whenever every list is read: when the question's
+terms but its most common one are in fewer than ``keyword_budget`` chunks together — every question
+of the evaluation sets (bench/keyword_parity.py); beyond, measured like HNSW's recall (bench/scale.py
+``--budget-sweep``). ``keyword_budget=0`` reads every posting. (Tried first: per-term
 *champion lists* of the highest-impact postings, Manning et al. §7.1.3 — at 1M chunks keyword
 recall@50 0.59 for 8.6 ms, 0.71 for 14 ms: the best chunks hold every term once, at a middling
 length, never at the head of any one list.)

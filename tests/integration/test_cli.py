@@ -280,3 +280,36 @@ def test_grounded_chat_keeps_history(cli: CliRunner, samples_copy: Path, kb_root
                      KBQA_KB_ROOT=str(kb_root), KBQA_RETRIEVAL__SCORE_THRESHOLD="0")  # fmt: skip
     assert result.stdout.count("sources (* = cited):") == 2
     assert "employee-handbook.md" in result.stdout
+
+
+def test_kb_migrate_moves_a_knowledge_base_both_ways(
+    cli: CliRunner, samples_copy: Path, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`kb-qa kb migrate NAME --to postgres|folder` from the command line: the summary line, the JSON,
+    searches on the new storage, and a wrong --to refused with exit code 2."""
+    code, _ = run(cli, "kb", "create", "hb")
+    assert code == 0
+    code, _ = run(cli, "kb", "add", "hb", str(samples_copy / "employee-handbook.md"))
+    assert code == 0
+    code, output = run(cli, "kb", "search", "hb", "How many days of annual leave?", "-k", "1", "--json")
+    before = json.loads(output)
+    monkeypatch.setenv("KBQA_STORAGE__URL", pg_url)
+    code, output = run(cli, "kb", "migrate", "hb", "--to", "elsewhere")
+    assert code == 2 and "choose postgres or folder" in output
+    code, output = run(cli, "kb", "migrate", "hb", "--to", "postgres")
+    assert code == 0, output
+    assert "moved 'hb' to postgres:" in output and "set storage.backend: postgres" in output
+    code, output = run(cli, "kb", "list", "--json")
+    assert code == 0 and json.loads(output) == []  # gone from the folders
+    monkeypatch.setenv("KBQA_STORAGE__BACKEND", "postgres")
+    code, output = run(cli, "kb", "search", "hb", "How many days of annual leave?", "-k", "1", "--json")
+    assert code == 0 and json.loads(output) == before
+    code, output = run(cli, "kb", "migrate", "hb", "--to", "folder", "--json")
+    assert code == 0, output
+    moved = json.loads(output)
+    assert moved["name"] == "hb" and moved["document_count"] == 1 and moved["chunk_count"] > 0
+    code, output = run(cli, "kb", "list", "--json")
+    assert code == 0 and json.loads(output) == []  # gone from the database
+    monkeypatch.setenv("KBQA_STORAGE__BACKEND", "folder")
+    code, output = run(cli, "kb", "search", "hb", "How many days of annual leave?", "-k", "1", "--json")
+    assert code == 0 and json.loads(output) == before
