@@ -56,6 +56,27 @@ def test_the_handbook_on_postgres_answers_as_on_folders(
     assert not (pg_kb.root / "registry.sqlite3").exists()
 
 
+def test_storage_settings_reach_the_store(tmp_path: Path, embeddings: object, pg_url: str, samples_copy: Path) -> None:
+    """`storage.ef_search` and `storage.keyword_budget` are what the knowledge base's store searches with;
+    a budget of one posting still finds the handbook's answer by keywords, with its exact score."""
+    settings = postgres_settings(tmp_path / "kb", pg_url, storage={"backend": "postgres", "url": pg_url,
+                                                                   "ef_search": 40, "keyword_budget": 1})  # fmt: skip
+    services = build_services(settings, embeddings=embeddings)  # type: ignore[arg-type]
+    try:
+        build(services, samples_copy)
+        store = services.knowledge_bases.reader("hb")
+        assert (store.ef_search, store.keyword_budget) == (40, 1)  # type: ignore[attr-defined]
+        question = "年假没休完可以顺延吗？"
+        hit = services.retriever.retrieve(question, ["hb"], top_k=1, method="bm25")[0]
+        assert hit.document == "员工手册.md" and "顺延5天" in hit.text
+        every_posting = type(store)(store.pool, "hb", store.dim, keyword_budget=0)  # type: ignore[call-arg,attr-defined]
+        top, reference = store.keyword_search(question, 1)[0], every_posting.keyword_search(question, 1)[0]
+        assert (top.chunk.id, round(top.score, 4)) == (reference.chunk.id, round(reference.score, 4))
+        assert top.chunk.id == hit.chunk_id
+    finally:
+        services.close()
+
+
 def test_changes_removals_and_deletion(pg_services: Services, samples_copy: Path) -> None:
     kb = pg_services.knowledge_bases
     build(pg_services, samples_copy)
