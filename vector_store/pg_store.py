@@ -37,7 +37,8 @@ of the evaluation sets (bench/keyword_parity.py); beyond, measured like HNSW's r
 ``--budget-sweep``). ``keyword_budget=0`` reads every posting. (Tried first: per-term
 *champion lists* of the highest-impact postings, Manning et al. §7.1.3 — at 1M chunks keyword
 recall@50 0.59 for 8.6 ms, 0.71 for 14 ms: the best chunks hold every term once, at a middling
-length, never at the head of any one list.)
+length, never at the head of any one list.) When every list fits, the plain query runs (one
+lookup of the terms' frequencies decides).
 
 **Writes.** A writer's ``add``/``delete`` run inside one open transaction on one connection (the
 writer's reads see them); ``save`` bumps the generation with the commit record and commits, so
@@ -524,7 +525,7 @@ class PostgresStore:
             "sum(q.weight * p.tf * (%(k1)s + 1) / "
             "    (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / greatest(s.avgdl, 1e-9))))"
         )
-        if k is not None and ids is None and docs is None and self.keyword_budget > 0:
+        if k is not None and ids is None and docs is None and self._over_budget(list(terms)):
             # the rarest terms' whole lists up to the budget; their best chunks scored over every term
             params.update(k=int(k), budget=int(self.keyword_budget), shortlist=max(self.keyword_budget // 5, 4 * k))
             sql = (
@@ -560,6 +561,18 @@ class PostgresStore:
         with self._conn() as conn:
             rows = conn.execute(sql, params).fetchall()
         return [(int(i), float(score)) for i, score in rows if score > 0]
+
+    def _over_budget(self, terms: list[str]) -> bool:
+        """Whether reading the lists rarest first would leave one unread (else every posting is read:
+        the same result, without scoring the best chunks twice)."""
+        if self.keyword_budget <= 0:
+            return False
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT df FROM kbqa_terms WHERE store_id = %s AND term = ANY(%s) AND df > 0", (self.store_id, terms)
+            ).fetchall()
+        counts = sorted(int(df) for (df,) in rows)
+        return sum(counts[:-1]) >= self.keyword_budget
 
     def keyword_search(self, query: str, k: int, docs: Iterable[str] | None = None) -> list[ScoredChunk]:
         if k <= 0:
