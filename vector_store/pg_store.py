@@ -525,15 +525,15 @@ class PostgresStore:
             "sum(q.weight * p.tf * (%(k1)s + 1) / "
             "    (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / greatest(s.avgdl, 1e-9))))"
         )
-        if k is not None and ids is None and docs is None and self._over_budget(list(terms)):
+        rare = self._rare_terms(list(terms)) if k is not None and ids is None and docs is None else None
+        if k is not None and rare is not None:
             # the rarest terms' whole lists up to the budget; their best chunks scored over every term
-            params.update(k=int(k), budget=int(self.keyword_budget), shortlist=max(self.keyword_budget // 5, 4 * k))
+            params.update(k=int(k), rare=rare, shortlist=max(self.keyword_budget // 5, 4 * int(k)))
             sql = (
                 f"{prefix}, "
-                "r AS (SELECT term FROM (SELECT term, sum(df) OVER (ORDER BY df, term) - df AS before FROM q) x "
-                "      WHERE before < %(budget)s), "
-                f"c AS (SELECT p.chunk_id, {score} AS partial FROM q JOIN r USING (term) "
+                f"c AS (SELECT p.chunk_id, {score} AS partial FROM q "
                 "      JOIN kbqa_postings p ON p.store_id = %(store)s AND p.term = q.term, s "
+                "      WHERE q.term = ANY(%(rare)s) "
                 "      GROUP BY p.chunk_id ORDER BY partial DESC, p.chunk_id LIMIT %(shortlist)s) "
                 f"SELECT p.chunk_id, {score} AS score FROM c CROSS JOIN q "
                 "JOIN kbqa_postings p ON p.store_id = %(store)s AND p.term = q.term AND p.chunk_id = c.chunk_id, s "
@@ -562,17 +562,25 @@ class PostgresStore:
             rows = conn.execute(sql, params).fetchall()
         return [(int(i), float(score)) for i, score in rows if score > 0]
 
-    def _over_budget(self, terms: list[str]) -> bool:
-        """Whether reading the lists rarest first would leave one unread (else every posting is read:
-        the same result, without scoring the best chunks twice)."""
+    def _rare_terms(self, terms: list[str]) -> list[str] | None:
+        """The terms whose lists a search within the budget reads whole: rarest first, while fewer
+        than ``keyword_budget`` postings are read before each. None when that is every term (then
+        every posting is read: the same result, without scoring the best chunks twice)."""
         if self.keyword_budget <= 0:
-            return False
+            return None
         with self._conn() as conn:
             rows = conn.execute(
-                "SELECT df FROM kbqa_terms WHERE store_id = %s AND term = ANY(%s) AND df > 0", (self.store_id, terms)
+                "SELECT term, df FROM kbqa_terms WHERE store_id = %s AND term = ANY(%s) AND df > 0",
+                (self.store_id, terms),
             ).fetchall()
-        counts = sorted(int(df) for (df,) in rows)
-        return sum(counts[:-1]) >= self.keyword_budget
+        rare: list[str] = []
+        read = 0
+        for term, df in sorted(rows, key=lambda row: (int(row[1]), row[0])):
+            if read >= self.keyword_budget:
+                return rare
+            rare.append(term)
+            read += int(df)
+        return None
 
     def keyword_search(self, query: str, k: int, docs: Iterable[str] | None = None) -> list[ScoredChunk]:
         if k <= 0:
