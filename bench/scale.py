@@ -14,11 +14,13 @@ this script (kb_qa/pgserver.py, the server of `kb-qa db start`).
   (``PostgresStore.bulk_load``, timed on its own); ``--shared-buffers`` gives the server more memory
   than `kb-qa db start`'s 256 MB (both recorded in the result).
 - **Search at N chunks**: real questions of both sets; the whole retrieval path (embed the question,
-  dense + BM25, fusion, passages; hybrid, top 4), p50 / p99, the folder store exact, PostgreSQL with
-  HNSW (``ef_search`` 100) and exact; medians of the dense and the keyword step alone.
+  dense + BM25, fusion, passages; hybrid, top 4), p50 / p99, also with ``parallel_keyword`` off; the
+  folder store exact, PostgreSQL with HNSW (``ef_search`` 100) and exact; medians of the dense and the
+  keyword step alone.
 - **HNSW recall@10** against exact search, the same real question vectors.
 - **Keyword search within a budget** (``--budget-sweep``, PostgreSQL): keyword recall against reading
-  every posting, the hybrid top 10 against the exact one, and the time, per ``keyword_budget``.
+  every posting, the hybrid top 10 against the exact one, and the time, per ``keyword_budget``; the
+  whole path with ``retrieval.parallel_keyword`` on and off.
 - **Memory**: the resident memory of a process that loads the embedding model, opens the store and
   answers 50 questions — what an API process holds for its index (the folder store keeps every
   vector, text and posting in memory; PostgreSQL keeps them in the server).
@@ -40,10 +42,13 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -51,13 +56,15 @@ from bench.common import git_revision, machine, memory_mb, require_shared, save_
 from bench.query import SETS, overlap_at_10, passages_and_vectors, run_round, synthetic_documents
 from kb_qa.pgserver import LocalPostgres
 from kb_qa.retrieval import RetrievalOptions, Retriever
-from kb_qa.services import build_embeddings, build_services
+from kb_qa.services import build_embeddings, build_services, embedding_threads
 from kb_qa.settings import load_settings
 from vector_store import FaissStore
 from vector_store.contract import ChunkStore
 from vector_store.pg_store import PostgresStore, connect_pool
 
 SAVE_EVERY = 10_000
+# torch's threads on PostgreSQL storage by default (embedding.threads null)
+PG_THREADS = embedding_threads(load_settings(environ={}, overrides={"storage": {"backend": "postgres"}}))
 
 
 def questions(shared: Path, count: int) -> list[str]:
@@ -83,8 +90,14 @@ def fill(store: ChunkStore, size: int, texts: list[str], vectors: np.ndarray) ->
     return written / (time.perf_counter() - started)
 
 
-def timings(retriever: Retriever, store: ChunkStore, queries: list[str], options: RetrievalOptions) -> dict[str, Any]:
-    whole = run_round(retriever, store, queries, options)  # the whole path: p50, p99 (and mean)
+def timings(
+    retriever: Retriever, store: ChunkStore, queries: list[str], options: RetrievalOptions, threads: int | None = None
+) -> dict[str, Any]:
+    """The whole path (p50, p99, mean), also with ``parallel_keyword`` off, with torch on ``threads``
+    (None: its default); medians of the dense and the keyword step alone."""
+    with torch_threads(threads):
+        whole = run_round(retriever, store, queries, options)
+        whole["in_turn"] = in_turn(retriever, store, queries, options)
     dense, keyword = [], []
     vectors = retriever.embeddings.encode_queries(queries[:100])
     for query, vector in zip(queries[:100], vectors, strict=True):
@@ -97,6 +110,7 @@ def timings(retriever: Retriever, store: ChunkStore, queries: list[str], options
         keyword.append((t2 - t1) * 1000)
     return {
         **whole,
+        "torch_threads": threads or torch.get_num_threads(),
         "dense_median_ms": round(statistics.median(dense), 2),
         "bm25_median_ms": round(statistics.median(keyword), 2),
     }
@@ -139,7 +153,9 @@ def budget_sweep(
     read) and the exact hybrid top 10 (dense by a full scan, keywords exhaustive). For each budget:
     keyword recall (a returned chunk counts when it scores at least the exact list's last one, as
     ann-benchmarks counts ties), the keyword step alone, the hybrid top 10's recall against the
-    exact one (HNSW at ``ef_search`` included) and the whole hybrid path's p50 / p99 (top-k as set)."""
+    exact one (HNSW at ``ef_search`` included) and the whole hybrid path's p50 / p99 (top-k as set):
+    ``hybrid`` as PostgreSQL storage runs it by default (torch on 1 thread, the keyword search beside the
+    embedding and the dense search), ``paths`` every combination of 1 or 2 threads and in parallel or in turn."""
     n = options.candidates
     exact = PostgresStore(pool, "bench", dim, exact=True, keyword_budget=0)
     keyword_truth = [exact.keyword_search(q, n) for q in queries]
@@ -163,9 +179,43 @@ def budget_sweep(
             "keyword_recall_at_candidates": round(found / max(wanted, 1), 4),
             "keyword_median_ms": round(statistics.median(times), 2),
             "hybrid_recall_at_10": round(shared / max(sum(len(r) for r in hybrid_truth), 1), 4),
-            "hybrid": run_round(retriever, store, queries, options),
+            "paths": paths(retriever, store, queries, options),
         }
+        out[str(budget)]["hybrid"] = out[str(budget)]["paths"][f"{PG_THREADS} thread(s), parallel"]
         print(f"    keyword_budget {budget}: {out[str(budget)]}", flush=True)
+    return out
+
+
+def in_turn(retriever: Retriever, store: ChunkStore, queries: list[str], options: RetrievalOptions) -> dict[str, Any]:
+    """:func:`run_round` with ``parallel_keyword`` off: the keyword search after the embedding and the
+    dense search instead of beside them."""
+    retriever.parallel_keyword = False
+    try:
+        return run_round(retriever, store, queries, options)
+    finally:
+        retriever.parallel_keyword = True
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's CPU threads for the block (None: as they are), as ``embedding.threads`` sets them."""
+    saved = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+def paths(retriever: Retriever, store: ChunkStore, queries: list[str], options: RetrievalOptions) -> dict[str, Any]:
+    """The whole hybrid path with torch on 1 and on 2 threads, the keyword search beside the embedding
+    and the dense search (``parallel_keyword``) and after them: p50 / p99 of each, one after the other."""
+    out: dict[str, Any] = {}
+    for threads in (1, 2):
+        with torch_threads(threads):
+            out[f"{threads} thread(s), parallel"] = run_round(retriever, store, queries, options)
+            out[f"{threads} thread(s), in turn"] = in_turn(retriever, store, queries, options)
     return out
 
 
@@ -350,12 +400,12 @@ def main() -> None:
                     continue
                 folder = FaissStore.open(folder_dir, dim)
                 print("  search timings", flush=True)
-                figures["search"] = {
+                figures["search"] = {  # each store with torch's threads as embedding.threads gives it by default
                     "folder (exact)": timings(retriever, folder, queries, options),
-                    "postgres (HNSW)": timings(retriever, pg, queries, options),
+                    "postgres (HNSW)": timings(retriever, pg, queries, options, PG_THREADS),
                 }
                 if not args.no_exact_timings:  # a full scan per question: seconds each at 1M chunks
-                    figures["search"]["postgres (exact)"] = timings(retriever, exact, queries, options)
+                    figures["search"]["postgres (exact)"] = timings(retriever, exact, queries, options, PG_THREADS)
                 figures["hnsw_recall_at_10"] = round(overlap_at_10(exact, pg, query_vectors), 4)
                 if not args.no_exact_timings:
                     figures["folder_recall_at_10_of_postgres_exact"] = round(

@@ -8,7 +8,9 @@ unless the settings give explicit prefixes.
 
 Precision ``auto`` picks fp16 on CUDA, bf16 on a CPU with native bf16 instructions (AVX512-BF16
 or AMX; there it runs under autocast, ~2.4x faster than fp32 with embeddings at cosine 0.99999, measured
-in bench/ingest.py), fp32 elsewhere.
+in bench/ingest.py), fp32 elsewhere. Under bf16 autocast a call with little text (a question: fewer
+than ``AUTOCAST_MIN_CHARS`` characters in all) runs in fp32, which is faster there (casts cost more
+than the bf16 products save on a few dozen tokens): a question embeds in ~17 instead of ~24 ms.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from kb_qa.placement import resolve_device
 
 log = logging.getLogger(__name__)
 
+# Under this many characters in one call (a question, a short line) the CPU's bf16 autocast costs more
+# in casts than it saves: fp32 is used (measured: one 60-character text 16.8 ms fp32 vs 24.1 ms bf16, one
+# 400-character passage 38.0 vs 34.5, 16 passages 449 vs 172, on 1 thread; docs/benchmarks.md)
+AUTOCAST_MIN_CHARS = 300
 BGE_ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
 BGE_EN_INSTRUCTION = "Represent this sentence for searching relevant passages: "
 
@@ -106,6 +112,7 @@ class SentenceTransformerEmbeddings(PrefixedEmbeddings):
     :param batch_size: texts per forward pass.
     :param query_prefix: overrides the family's query prefix when not None.
     :param passage_prefix: overrides the family's passage prefix when not None.
+    :param threads: torch's CPU threads for this process, set when the model loads (None: torch's default).
     """
 
     def __init__(
@@ -119,8 +126,10 @@ class SentenceTransformerEmbeddings(PrefixedEmbeddings):
         max_seq_length: int = 512,
         query_prefix: str | None = None,
         passage_prefix: str | None = None,
+        threads: int | None = None,
     ) -> None:
         self.model_path = model_path
+        self.threads = threads
         self.name = name
         self.batch_size = batch_size
         self.max_seq_length = max_seq_length
@@ -147,6 +156,8 @@ class SentenceTransformerEmbeddings(PrefixedEmbeddings):
 
             device = resolve_device(self._device_setting, section="embedding")
             precision = pick_precision(self._precision_setting, device)
+            if self.threads is not None and device == "cpu":
+                torch.set_num_threads(self.threads)  # process-wide: torch has one intra-op pool
             try:
                 model = SentenceTransformer(str(self.model_path), device=device, local_files_only=True)
             except (OSError, ValueError) as exc:
@@ -162,7 +173,8 @@ class SentenceTransformerEmbeddings(PrefixedEmbeddings):
             model.eval()
             self.device, self.precision = device, precision
             self._model = model
-            log.info("embedding model %s on %s in %s", self.name, device, precision)
+            threads = torch.get_num_threads()
+            log.info("embedding model %s on %s in %s, %d threads", self.name, device, precision, threads)
 
     @property
     def dimension(self) -> int:
@@ -180,9 +192,12 @@ class SentenceTransformerEmbeddings(PrefixedEmbeddings):
 
         # a text that carries a prefix already (sent so by another kb-qa's remote embeddings, say) stays as it is
         carried = tuple(p for p in (self.query_prefix, self.passage_prefix) if p)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self._autocast), torch.inference_mode():
+        inputs = [t if carried and t.startswith(carried) else prefix + t for t in texts]
+        # bf16 pays for its casts only on enough text: a question alone is faster in fp32 (module description)
+        autocast = self._autocast and sum(map(len, inputs)) >= AUTOCAST_MIN_CHARS
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.inference_mode():
             vectors = self._model.encode(
-                [t if carried and t.startswith(carried) else prefix + t for t in texts],
+                inputs,
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=False,

@@ -12,6 +12,14 @@ cross-encoder reranker.
 then computed, so a chunk proposed by one method is not penalised for being absent from the other's
 list.
 
+**In parallel.** The keyword search needs only the question's words, so with ``parallel_keyword``
+(the default) each knowledge base's keyword search starts on a worker thread before the question is
+embedded, and runs while the embedding and the dense search do; the dense candidates' BM25 is looked
+up meanwhile, the keyword candidates' cosines once both lists are in. On PostgreSQL the keyword
+search runs in the server, on the other core: at 1M chunks it is the longest step, and overlapping
+it is what brings the hybrid path within 50 ms (docs/benchmarks.md, "Scale-out"). Results are the
+same either way.
+
 **Fusion.** ``weighted`` (default): each signal is min-max normalised over its own candidate list
 (the best chunk gets 1, the ``candidates``-th 0, anything below 0), then
 ``relevance = dense_weight * dense + (1 - dense_weight) * bm25``. Unlike reciprocal-rank fusion it
@@ -33,6 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +61,12 @@ from kb_qa.placement import resolve_device
 from kb_qa.settings import RetrievalSettings
 from kb_qa.storage import available
 from vector_store import StoredChunk
-from vector_store.contract import ChunkStore
+from vector_store.contract import ChunkStore, ScoredChunk
 
 log = logging.getLogger(__name__)
 
 Method = Literal["hybrid", "dense", "bm25"]
+KEYWORD_WORKERS = 4  # threads running keyword searches beside the embedding (one per store searched at once)
 Fusion = Literal["weighted", "rrf"]
 
 
@@ -278,12 +288,16 @@ class Retriever:
         defaults: RetrievalOptions | None = None,
         reranker: Reranker | None = None,
         rerank_candidates: int = 20,
+        parallel_keyword: bool = True,
     ) -> None:
         self.knowledge_bases = knowledge_bases
         self.embeddings = embeddings
         self.defaults = defaults or RetrievalOptions()
         self.reranker = reranker
         self.rerank_candidates = rerank_candidates
+        self.parallel_keyword = parallel_keyword
+        self._workers: ThreadPoolExecutor | None = None
+        self._workers_lock = threading.Lock()
 
     def options(self, **overrides: Any) -> RetrievalOptions:
         return self.defaults.override(**overrides)
@@ -314,15 +328,41 @@ class Retriever:
 
         :param vector: the query's embedding, when the caller has already computed it.
         """
-        if vector is None:
-            vector = self.embeddings.encode_queries([query])[0]
         with available():  # a database away for now: kb-qa's temporary error, wherever this runs
-            return self._search(query, vector, stores, options)
+            keyword = self._keyword_searches(query, stores, options)
+            try:
+                if vector is None:
+                    vector = self.embeddings.encode_queries([query])[0]
+                return self._search(query, vector, stores, options, keyword)
+            finally:
+                for job in keyword.values():
+                    job.cancel()  # only those not started yet: a failure elsewhere leaves no work queued
+
+    def _keyword_searches(
+        self, query: str, stores: Mapping[str, ChunkStore], options: RetrievalOptions
+    ) -> dict[str, Future[list[ScoredChunk]]]:
+        """Each store's keyword search, started on worker threads so that it runs while the question
+        is embedded and the dense search runs (see the module's description); empty when the method
+        needs none or ``parallel_keyword`` is off (then :meth:`_candidates` runs them in turn)."""
+        if not self.parallel_keyword or options.method == "dense" or not stores:
+            return {}
+        with self._workers_lock:
+            if self._workers is None:
+                self._workers = ThreadPoolExecutor(KEYWORD_WORKERS, thread_name_prefix="kbqa-keyword")
+            workers = self._workers
+        docs = list(options.documents) if options.documents is not None else None
+        n = options.candidates
+        return {kb: workers.submit(store.keyword_search, query, n, docs) for kb, store in stores.items()}
 
     def _search(
-        self, query: str, vector: np.ndarray, stores: Mapping[str, ChunkStore], options: RetrievalOptions
+        self,
+        query: str,
+        vector: np.ndarray,
+        stores: Mapping[str, ChunkStore],
+        options: RetrievalOptions,
+        keyword: Mapping[str, Future[list[ScoredChunk]]] | None = None,
     ) -> list[SearchHit]:
-        candidates = self._candidates(query, vector, stores, options)
+        candidates = self._candidates(query, vector, stores, options, keyword or {})
         candidates = [c for c in candidates if c.cosine >= options.score_threshold]
         candidates.sort(key=lambda c: (-c.relevance, -c.cosine, c.kb, c.chunk.id))
         if self.reranker is not None and options.rerank and candidates:
@@ -338,7 +378,12 @@ class Retriever:
 
     # ------------------------------------------------------------ candidates
     def _candidates(
-        self, query: str, vector: np.ndarray, stores: Mapping[str, ChunkStore], options: RetrievalOptions
+        self,
+        query: str,
+        vector: np.ndarray,
+        stores: Mapping[str, ChunkStore],
+        options: RetrievalOptions,
+        started: Mapping[str, Future[list[ScoredChunk]]],
     ) -> list[_Candidate]:
         n = options.candidates
         use_dense = options.method in ("dense", "hybrid")
@@ -351,22 +396,23 @@ class Retriever:
             docs = list(options.documents) if options.documents is not None else None
             dense = store.search(vector, n, docs=docs) if use_dense else []
             dense_scores += [h.score for h in dense]
-            keyword = store.keyword_search(query, n, docs=docs) if use_bm25 else []
-            keyword_scores += [hit.score for hit in keyword]
             by_id: dict[int, _Candidate] = {}
             for hit in dense:
                 by_id[hit.chunk.id] = _Candidate(kb, hit.chunk, hit.score, 0.0, dense_rank=0)
-            missing = [hit for hit in keyword if hit.chunk.id not in by_id]
-            cosines = store.similarities(vector, [hit.chunk.id for hit in missing])
-            for hit, cosine in zip(missing, cosines, strict=True):
-                by_id[hit.chunk.id] = _Candidate(kb, hit.chunk, float(cosine), 0.0)
-            if use_bm25 and by_id:
-                listed = {hit.chunk.id for hit in keyword}
+            if use_bm25 and by_id:  # the dense candidates' exact BM25, while the keyword search may still run
                 exact = store.keyword_scores(query, list(by_id))
                 for candidate, score in zip(by_id.values(), exact, strict=True):
                     candidate.bm25 = float(score)
-                    if candidate.chunk.id in listed:
-                        keyword_ranks.append((candidate.bm25, candidate))
+            keyword: list[ScoredChunk] = []
+            if use_bm25:
+                keyword = started[kb].result() if kb in started else store.keyword_search(query, n, docs=docs)
+            keyword_scores += [hit.score for hit in keyword]
+            missing = [hit for hit in keyword if hit.chunk.id not in by_id]
+            cosines = store.similarities(vector, [hit.chunk.id for hit in missing])
+            for hit, cosine in zip(missing, cosines, strict=True):
+                by_id[hit.chunk.id] = _Candidate(kb, hit.chunk, float(cosine), hit.score)
+            for hit in keyword:  # keyword scores are exact BM25 (the store contract)
+                keyword_ranks.append((hit.score, by_id[hit.chunk.id]))
             pool += by_id.values()
         # one list per signal across knowledge bases: one normalisation, one ranking. Cosines are
         # comparable across knowledge bases; BM25's idf depends on each corpus, close enough in practice

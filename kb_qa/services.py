@@ -38,6 +38,15 @@ class Services:
             pool.close()
 
 
+def embedding_threads(settings: Settings) -> int | None:
+    """``embedding.threads``, or its default: 1 on PostgreSQL storage (the database server's work and the
+    parallel keyword search need the other cores; torch's spinning threads collapse beside them, see
+    configs/settings.yaml), else None (torch's default: every core)."""
+    if settings.embedding.threads is not None:
+        return settings.embedding.threads
+    return 1 if settings.storage.backend == "postgres" else None
+
+
 def build_embeddings(settings: Settings) -> TextEmbeddings:
     """The configured embedding model (provisioned on first use; loaded lazily), or the remote server
     of ``embedding.backend: openai``."""
@@ -65,6 +74,7 @@ def build_embeddings(settings: Settings) -> TextEmbeddings:
         precision=cfg.precision,
         batch_size=cfg.batch_size,
         max_seq_length=cfg.max_seq_length,
+        threads=embedding_threads(settings),
         query_prefix=cfg.query_prefix,
         passage_prefix=cfg.passage_prefix,
     )
@@ -148,7 +158,12 @@ def build_services(
         Reranker(settings.resolve(Path(cfg.reranker)), device=settings.embedding.device) if cfg.reranker else None
     )
     retriever = Retriever(
-        service, embeddings, RetrievalOptions.from_settings(cfg), reranker, rerank_candidates=cfg.rerank_candidates
+        service,
+        embeddings,
+        RetrievalOptions.from_settings(cfg),
+        reranker,
+        rerank_candidates=cfg.rerank_candidates,
+        parallel_keyword=cfg.parallel_keyword,
     )
     if llm is None:
         from kb_qa.llm.factory import build_llm

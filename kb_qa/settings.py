@@ -48,6 +48,7 @@ class EmbeddingSettings(_Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     batch_size: int = Field(16, ge=1, le=1024)
     max_seq_length: int = Field(512, ge=16, le=8192)
+    threads: int | None = Field(None, ge=1, le=256)
     query_prefix: str | None = None
     passage_prefix: str | None = None
 
@@ -77,6 +78,7 @@ class RetrievalSettings(_Section):
     expand_chars: int = Field(0, **EXPAND_CHARS.bounds)
     reranker: str = ""
     rerank_candidates: int = Field(20, ge=1, le=200)
+    parallel_keyword: bool = True
     index: Literal["flat", "ivf"] = "flat"
     ivf_nprobe: int = Field(16, ge=1, le=4096)
     ivf_min_chunks: int = Field(20000, ge=1000)

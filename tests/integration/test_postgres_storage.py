@@ -11,6 +11,7 @@ import pytest
 from kb_qa.errors import Busy, KnowledgeBaseNotFound, StorageUnavailable
 from kb_qa.services import Services, build_services
 from tests.conftest import postgres_settings
+from tests.helpers import ANY_SCORE
 
 pytestmark = pytest.mark.integration
 
@@ -58,14 +59,20 @@ def test_the_handbook_on_postgres_answers_as_on_folders(
 
 def test_storage_settings_reach_the_store(tmp_path: Path, embeddings: object, pg_url: str, samples_copy: Path) -> None:
     """`storage.ef_search` and `storage.keyword_budget` are what the knowledge base's store searches with;
-    a budget of one posting still finds the handbook's answer by keywords, with its exact score."""
+    a budget of one posting still finds the handbook's answer by keywords, with its exact score.
+    `retrieval.parallel_keyword: false` searches one step after the other, with the same results."""
     settings = postgres_settings(tmp_path / "kb", pg_url, storage={"backend": "postgres", "url": pg_url,
-                                                                   "ef_search": 40, "keyword_budget": 1})  # fmt: skip
+                                                                   "ef_search": 40, "keyword_budget": 1},
+                                 retrieval={**ANY_SCORE["retrieval"], "parallel_keyword": False})  # fmt: skip
     services = build_services(settings, embeddings=embeddings)  # type: ignore[arg-type]
     try:
         build(services, samples_copy)
         store = services.knowledge_bases.reader("hb")
         assert (store.ef_search, store.keyword_budget) == (40, 1)  # type: ignore[attr-defined]
+        assert services.retriever.parallel_keyword is False
+        in_turn = answers(services)
+        services.retriever.parallel_keyword = True
+        assert answers(services) == in_turn
         question = "年假没休完可以顺延吗？"
         hit = services.retriever.retrieve(question, ["hb"], top_k=1, method="bm25")[0]
         assert hit.document == "员工手册.md" and "顺延5天" in hit.text

