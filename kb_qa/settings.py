@@ -171,7 +171,7 @@ class StorageSettings(_Section):
     connect_timeout_s: float = Field(10.0, gt=0)
     exact: bool = False
     ef_search: int = Field(100, ge=1, le=1000)
-    keyword_budget: int = Field(20_000, ge=0, le=100_000_000)
+    keyword_budget: int = Field(30_000, ge=0, le=100_000_000)
 
 
 class Settings(_Section):

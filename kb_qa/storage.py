@@ -139,7 +139,7 @@ class PostgresStorage:
 
     kind = "postgres"
 
-    def __init__(self, pool: Any, *, exact: bool = False, ef_search: int = 100, keyword_budget: int = 20_000) -> None:
+    def __init__(self, pool: Any, *, exact: bool = False, ef_search: int = 100, keyword_budget: int = 30_000) -> None:
         self.pool = pool
         self.exact = exact
         self.ef_search = ef_search

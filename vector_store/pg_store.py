@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 MIN_PGVECTOR = (0, 8, 0)  # iterative index scans
-DEFAULT_KEYWORD_BUDGET = 20_000  # postings a keyword search reads whole (bench/scale.py --budget-sweep)
+DEFAULT_KEYWORD_BUDGET = 30_000  # postings a keyword search reads whole (bench/scale.py --budget-sweep)
 
 _MIGRATIONS: dict[int, str] = {
     1: """
