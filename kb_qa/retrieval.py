@@ -16,9 +16,10 @@ list.
 (the default) each knowledge base's keyword search starts on a worker thread before the question is
 embedded, and runs while the embedding and the dense search do; the dense candidates' BM25 is looked
 up meanwhile, the keyword candidates' cosines once both lists are in. On PostgreSQL the keyword
-search runs in the server, on the other core: at 1M chunks it is the longest step, and overlapping
-it is what brings the hybrid path within 50 ms (docs/benchmarks.md, "Scale-out"). Results are the
-same either way.
+search runs in the server, on another core: at 1M chunks it is the longest step, and overlapping it
+took the hybrid path from 60 ms p50 (in turn, torch on two threads) to 40 ms (overlapped, torch on
+one thread: ``embedding.threads``; two spin against the server's work and lose the gain;
+docs/benchmarks.md, "Scale-out", run 4). Results are the same either way.
 
 **Fusion.** ``weighted`` (default): each signal is min-max normalised over its own candidate list
 (the best chunk gets 1, the ``candidates``-th 0, anything below 0), then
