@@ -67,8 +67,10 @@ from vector_store.contract import ChunkStore, ScoredChunk
 log = logging.getLogger(__name__)
 
 Method = Literal["hybrid", "dense", "bm25"]
-KEYWORD_WORKERS = 4  # threads running keyword searches beside the embedding (one per store searched at once)
 Fusion = Literal["weighted", "rrf"]
+# threads running keyword searches beside the embedding, shared by all requests (a search still queued
+# when its request needs it is run by the request itself)
+KEYWORD_WORKERS = 4
 
 
 @dataclass(frozen=True)
@@ -406,7 +408,10 @@ class Retriever:
                     candidate.bm25 = float(score)
             keyword: list[ScoredChunk] = []
             if use_bm25:
-                keyword = started[kb].result() if kb in started else store.keyword_search(query, n, docs=docs)
+                # a search still queued behind other requests' is withdrawn and run here instead of waited for
+                job = started.get(kb)
+                running = job if job is not None and not job.cancel() else None
+                keyword = running.result() if running is not None else store.keyword_search(query, n, docs=docs)
             keyword_scores += [hit.score for hit in keyword]
             missing = [hit for hit in keyword if hit.chunk.id not in by_id]
             cosines = store.similarities(vector, [hit.chunk.id for hit in missing])

@@ -12,7 +12,7 @@ import pytest
 from kb_qa.domain import SearchHit
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import BadRequest, ConfigError
-from kb_qa.retrieval import KnowledgeBaseRetriever, Reranker, RetrievalOptions
+from kb_qa.retrieval import KEYWORD_WORKERS, KnowledgeBaseRetriever, Reranker, RetrievalOptions
 from kb_qa.services import Services, build_services
 from kb_qa.settings import load_settings
 from loaders import load_file
@@ -222,14 +222,14 @@ def test_keyword_search_runs_while_the_question_is_embedded(hb: Services, sample
     shutil.copy(samples_copy / "员工手册.md", samples_copy / "副本.md")
     assert not hb.knowledge_bases.add_files("other", [samples_copy / "副本.md"]).failed
     retriever = hb.retriever
-    started = threading.Event()
-    stores = {kb: _Watched(hb.knowledge_bases.reader(kb), started) for kb in ("hb", "other")}
+    started = {kb: threading.Event() for kb in ("hb", "other")}
+    stores = {kb: _Watched(hb.knowledge_bases.reader(kb), started[kb]) for kb in started}
     embeddings = retriever.embeddings
     waited: list[bool] = []
 
-    class Embeddings:  # the real model, which first waits for the keyword searches to begin
+    class Embeddings:  # the real model, which first waits for both keyword searches to begin
         def encode_queries(self, texts: list[str]) -> np.ndarray:
-            waited.append(started.wait(10))
+            waited.append(all(event.wait(10) for event in started.values()))
             return embeddings.encode_queries(texts)
 
     options = retriever.options(top_k=5)
@@ -256,3 +256,14 @@ def test_keyword_search_runs_while_the_question_is_embedded(hb: Services, sample
     again = retriever.search_stores(ZH, stores, options)  # type: ignore[arg-type]
     assert [(h.kb, h.chunk_id) for h in overlapped] == [(h.kb, h.chunk_id) for h in again]
     assert {h.kb for h in again} == {"hb", "other"}  # both knowledge bases searched
+    # every worker busy with other requests: the search does not wait in their queue, it runs its own
+    busy = threading.Event()
+    assert retriever._workers is not None
+    blockers = [retriever._workers.submit(busy.wait, 30) for _ in range(KEYWORD_WORKERS)]
+    try:
+        queued = retriever.search_stores(ZH, stores, options)  # type: ignore[arg-type]
+        assert all(w.keyword_threads[-1] == threading.current_thread().name for w in stores.values())
+    finally:
+        busy.set()
+    assert all(b.result(10) for b in blockers)
+    assert [(h.kb, h.chunk_id, h.score) for h in queued] == [(h.kb, h.chunk_id, h.score) for h in again]
