@@ -20,7 +20,8 @@ this script (kb_qa/pgserver.py, the server of `kb-qa db start`).
 - **HNSW recall@10** against exact search, the same real question vectors.
 - **Keyword search within a budget** (``--budget-sweep``, PostgreSQL): keyword recall against reading
   every posting, the hybrid top 10 against the exact one, and the time, per ``keyword_budget``; the
-  whole path with ``retrieval.parallel_keyword`` on and off.
+  whole path with torch on 1 or 2 threads and the keyword search beside the embedding
+  (``retrieval.parallel_keyword``) or after it.
 - **Memory**: the resident memory of a process that loads the embedding model, opens the store and
   answers 50 questions — what an API process holds for its index (the folder store keeps every
   vector, text and posting in memory; PostgreSQL keeps them in the server).
