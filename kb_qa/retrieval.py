@@ -363,9 +363,9 @@ class Retriever:
         vector: np.ndarray,
         stores: Mapping[str, ChunkStore],
         options: RetrievalOptions,
-        keyword: Mapping[str, Future[list[ScoredChunk]]] | None = None,
+        keyword: Mapping[str, Future[list[ScoredChunk]]],
     ) -> list[SearchHit]:
-        candidates = self._candidates(query, vector, stores, options, keyword or {})
+        candidates = self._candidates(query, vector, stores, options, keyword)
         candidates = [c for c in candidates if c.cosine >= options.score_threshold]
         candidates.sort(key=lambda c: (-c.relevance, -c.cosine, c.kb, c.chunk.id))
         if self.reranker is not None and options.rerank and candidates:

@@ -30,6 +30,7 @@ from kb_qa.errors import StorageUnavailable
 from vector_store import FaissStore, IndexOptions, StoreError, WriterLock
 from vector_store.contract import ChunkStore, StoreUnavailable
 from vector_store.faiss_store import current_generation, read_commit
+from vector_store.pg_store import DEFAULT_KEYWORD_BUDGET
 
 
 @contextmanager
@@ -139,7 +140,9 @@ class PostgresStorage:
 
     kind = "postgres"
 
-    def __init__(self, pool: Any, *, exact: bool = False, ef_search: int = 100, keyword_budget: int = 30_000) -> None:
+    def __init__(
+        self, pool: Any, *, exact: bool = False, ef_search: int = 100, keyword_budget: int = DEFAULT_KEYWORD_BUDGET
+    ) -> None:
         self.pool = pool
         self.exact = exact
         self.ef_search = ef_search

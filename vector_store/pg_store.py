@@ -517,7 +517,7 @@ class PostgresStore:
         prefix = (
             "WITH s AS (SELECT n_chunks::float8 AS n, total_length::float8 / greatest(n_chunks, 1) AS avgdl "
             "           FROM kbqa_stores WHERE id = %(store)s), "
-            "q AS (SELECT t.term, w.df, t.repeat * ln(1 + (s.n - w.df + 0.5) / (w.df + 0.5)) AS weight "
+            "q AS (SELECT t.term, t.repeat * ln(1 + (s.n - w.df + 0.5) / (w.df + 0.5)) AS weight "
             "      FROM unnest(%(terms)s::text[], %(counts)s::int[]) AS t(term, repeat) "
             "      JOIN kbqa_terms w ON w.store_id = %(store)s AND w.term = t.term AND w.df > 0, s)"
         )
