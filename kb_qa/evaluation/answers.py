@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from kb_qa.domain import SearchHit
@@ -36,6 +36,7 @@ class AnswerResult:
     seconds: float
     examples: list[dict[str, Any]]
     settings: dict[str, Any]
+    records: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class AnswerResult:
             "seconds": round(self.seconds, 1),
             "settings": self.settings,
             "examples": self.examples,
+            "questions": self.records,
         }
 
     def markdown(self) -> str:
@@ -121,6 +123,8 @@ def evaluate_answers(
     ceiling); unanswerable questions have no gold passage and are then skipped.
     ``highlight``: of the questions whose sources hold a gold answer, the share whose top evidence
     highlight (the best-scoring sentence over all sources) contains one.
+    ``records``: one per question asked (its answer, what was scored, and ``gold_source``, the number
+    of the first source holding a gold answer), so a reader can see which questions failed and why.
     """
     if context not in CONTEXTS:
         raise BadRequest(f"context must be one of {list(CONTEXTS)}, not {context!r}")
@@ -134,6 +138,7 @@ def evaluate_answers(
     totals: dict[str, float] = {"em": 0.0, "f1": 0.0, "contains": 0.0, "retrieved": 0.0, "declined": 0.0}
     highlighted = 0
     examples: list[dict[str, Any]] = []
+    records: list[dict[str, Any]] = []
     model = ""
     chosen = spread(answerable, limit)
     answer_seconds = 0.0
@@ -144,17 +149,35 @@ def evaluate_answers(
         else:
             answer = qa.ask(query.text, mode="kb", knowledge_bases=[knowledge_base], generation=generation,
                             retrieval=retrieval)  # fmt: skip
-        answer_seconds += time.perf_counter() - asked
+        seconds = time.perf_counter() - asked
+        answer_seconds += seconds
         model = answer.models.get("llm", model)
         no_answer = qa.prompts[answer.language].no_answer
-        totals["em"] += em(answer.answer, query.answers)
-        totals["f1"] += f1(answer.answer, query.answers)
-        totals["contains"] += contains_answer(answer.answer, query.answers)
-        found = any(contains_answer(s.text, query.answers) for s in answer.sources)
+        f1_score = f1(answer.answer, query.answers)
+        record = {
+            "id": query.id,
+            "question": query.text,
+            "gold": query.answers,
+            "answer": answer.answer,
+            "em": em(answer.answer, query.answers),
+            "f1": round(f1_score, 3),
+            "contains": contains_answer(answer.answer, query.answers),
+            "gold_source": next(
+                (n for n, s in enumerate(answer.sources, 1) if contains_answer(s.text, query.answers)), None
+            ),
+            "declined": bool(answer.declined or declines(answer.answer, no_answer)),
+            "seconds": round(seconds, 2),
+        }
+        records.append(record)
+        totals["em"] += record["em"]
+        totals["f1"] += f1_score
+        totals["contains"] += record["contains"]
+        found = record["gold_source"] is not None
         totals["retrieved"] += found
-        totals["declined"] += answer.declined or declines(answer.answer, no_answer)
+        totals["declined"] += record["declined"]
         if found:
-            highlighted += contains_answer(_top_highlight_text(answer.sources), query.answers)
+            record["highlight"] = contains_answer(_top_highlight_text(answer.sources), query.answers)
+            highlighted += record["highlight"]
         if len(examples) < 5:
             examples.append({"question": query.text, "gold": query.answers, "answer": answer.answer})
         progress("answering", i + 1, len(chosen))
@@ -172,8 +195,11 @@ def evaluate_answers(
             answer = qa.ask(query.text, mode="kb", knowledge_bases=[knowledge_base], generation=generation,
                             retrieval=retrieval)  # fmt: skip
             no_answer = qa.prompts[answer.language].no_answer
-            refused += answer.declined or declines(answer.answer, no_answer)
+            declined = bool(answer.declined or declines(answer.answer, no_answer))
+            refused += declined
             by_threshold += answer.declined
+            records.append({"id": query.id, "question": query.text, "gold": [], "answer": answer.answer,
+                            "declined": declined, "declined_by_threshold": bool(answer.declined)})  # fmt: skip
             progress("unanswerable", i + 1, len(chosen_u))
         m = len(chosen_u)
         unanswerable = {
@@ -187,4 +213,6 @@ def evaluate_answers(
         "generation": generation,
         "retrieval": retrieval or {},
     }
-    return AnswerResult(data.name, answered, unanswerable, model, time.perf_counter() - started, examples, settings)
+    return AnswerResult(
+        data.name, answered, unanswerable, model, time.perf_counter() - started, examples, settings, records
+    )

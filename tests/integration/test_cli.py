@@ -256,6 +256,12 @@ def test_eval_retrieval_and_answers_on_a_set(cli: CliRunner, tmp_path: Path) -> 
     assert answers["answered"]["questions"] == 2 and answers["unanswerable"]["questions"] == 1
     assert answers["settings"]["metric"] == "squad" and 0 <= answers["answered"]["f1"] <= 100
     assert answers["answered"]["retrieved"] == 1.0  # the gold answer was in the sources every time
+    # one record per question asked, consistent with the totals
+    records = answers["questions"]
+    assert [r["id"] for r in records] == ["q0", "q1", "u0"]  # two answerable (spread), then the unanswerable
+    assert all(r["gold_source"] is not None and r["gold_source"] >= 1 for r in records[:2])
+    assert sum(r["contains"] for r in records[:2]) / 2 == answers["answered"]["contains"]
+    assert records[2]["gold"] == [] and records[2]["declined"] == bool(answers["unanswerable"]["declined"])
     code, output = run(cli, "eval", "retrieval", str(tmp_path / "missing"))
     assert code == 2 and "corpus.jsonl is missing" in output
     code, output = run(cli, "eval", "retrieval", str(folder), "--level", "chapter")
