@@ -99,6 +99,11 @@ def _source_label(hit: SearchHit) -> str:
     return hit.document if hit.page is None else f"{hit.document}, p. {hit.page}"
 
 
+# How the numbered passages are laid out in the prompt: best_first ([1] first) or best_last ([1] last,
+# next to the question). The numbers stay the ranks either way.
+PASSAGE_ORDERS = ("best_first", "best_last")
+
+
 class QAChain:
     """Retrieval-augmented answers with history, citations and streaming.
 
@@ -121,7 +126,11 @@ class QAChain:
         rewrite_max_tokens: int = 64,
         highlights: bool = True,
         check_citations: bool = True,
+        passage_order: str = "best_first",
     ) -> None:
+        if passage_order not in PASSAGE_ORDERS:
+            raise ConfigError(f"qa.passage_order must be one of {', '.join(PASSAGE_ORDERS)}, not {passage_order!r}")
+        self.passage_order = passage_order
         self.retriever = retriever
         self.evidence = EvidenceFinder(retriever.embeddings) if highlights or check_citations else None
         self.highlights = highlights
@@ -280,7 +289,8 @@ class QAChain:
         else:
             history, passages = state["trace"]["prompt"]
             system = prompts.system
-            user = prompts.grounded.format(context="\n\n".join(passages), question=state["question"])
+            shown = passages if self.passage_order == "best_first" else passages[::-1]
+            user = prompts.grounded.format(context="\n\n".join(shown), question=state["question"])
         first = None
         checker = None
         if mode == "kb" and self.check_citations and self.evidence is not None:

@@ -177,5 +177,6 @@ def build_services(
         history_turns=settings.qa.history_turns,
         rewrite_followups=settings.qa.rewrite_followups,
         check_citations=settings.qa.check_citations,
+        passage_order=settings.qa.passage_order,
     )
     return Services(settings, embeddings, service, retriever, qa)

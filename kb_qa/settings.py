@@ -90,6 +90,7 @@ class QASettings(_Section):
     history_turns: int = Field(3, ge=0, le=50)
     rewrite_followups: bool = True
     check_citations: bool = True
+    passage_order: Literal["best_first", "best_last"] = "best_first"
 
 
 class IngestSettings(_Section):

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from kb_qa.chain import cited_numbers
+from kb_qa.chain import QAChain, cited_numbers
 from kb_qa.embeddings import SentenceTransformerEmbeddings
 from kb_qa.errors import BadRequest, ConfigError
 from kb_qa.events import Delta, Final, Sources
@@ -173,6 +173,24 @@ def test_prompt_language_follows_the_question_or_the_setting(
     assert fixed.qa.ask(ZH, knowledge_bases=["hb"]).language == "en"
     assert "Passages:" in spy.calls[-1][-1]["content"]
     assert question_language("What does 年假 mean?") == "en" and question_language("年假是什么 API?") == "zh"
+
+
+def test_best_last_puts_the_top_passage_next_to_the_question_keeping_its_number(
+    kb_root: Path, embeddings: SentenceTransformerEmbeddings, backend: TransformersBackend, samples_copy: Path,
+    spy: Spy,
+) -> None:  # fmt: skip
+    llm = ChatLLM(backend=backend, temperature=0.0, max_new_tokens=8)
+    services = make_services(kb_root, embeddings, lambda: llm, samples_copy, passage_order="best_last")
+    answer = services.qa.ask(EN, knowledge_bases=["hb"], retrieval={"top_k": 3})
+    assert [s.number for s in answer.sources] == [1, 2, 3] and "every 90 days" in answer.sources[0].text
+    user = spy.calls[-1][-1]["content"]
+    positions = [user.index(f"[{s.number}] ({s.document}") for s in answer.sources]
+    assert positions == sorted(positions, reverse=True)  # [3] first, [1] last
+    assert positions[0] < user.index(EN)  # and the question still after all of them
+    with pytest.raises(ConfigError, match=r"qa\.passage_order: 'random' is not allowed; choose one of 'best_first'"):
+        make_services(kb_root.parent / "kb3", embeddings, lambda: llm, None, passage_order="random")
+    with pytest.raises(ConfigError, match="passage_order must be one of best_first, best_last"):
+        QAChain(services.qa.retriever, lambda: llm, PROJECT_DIR / "configs" / "prompts", passage_order="random")
 
 
 def test_passages_that_do_not_fit_the_window_are_not_sources(
