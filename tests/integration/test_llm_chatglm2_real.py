@@ -165,7 +165,7 @@ def test_an_int_checkpoint_is_dequantized_on_load(tmp_path: Path, backend: ChatG
     layer = quantized.model.model.layers[0]
     original = backend.model.model.layers[0]
     error = (layer.mlp.down_proj.weight - original.mlp.down_proj.weight).detach().abs().max()
-    step = original.mlp.down_proj.weight.abs().max() / (2 ** (bits - 1) - 1)
+    step = original.mlp.down_proj.weight.detach().abs().max() / (2 ** (bits - 1) - 1)
     assert 0 < float(error) <= float(step) / 2 + 1e-6  # rounding error only: unpacked in the right order
     ids = torch.tensor([CASES[0]["input_ids"]])
     with torch.no_grad():
