@@ -34,9 +34,14 @@ class AnswerResult:
     unanswerable: dict[str, float]
     model: str
     seconds: float
-    examples: list[dict[str, Any]]
     settings: dict[str, Any]
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def examples(self) -> list[dict[str, Any]]:
+        """The first five answerable questions' question, gold answers and answer."""
+        answerable = [r for r in self.records if r["gold"]][:5]
+        return [{k: r[k] for k in ("question", "gold", "answer")} for r in answerable]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -137,7 +142,6 @@ def evaluate_answers(
         raise DocumentRejected(f"{data.folder}: no question has gold answers")
     totals: dict[str, float] = {"em": 0.0, "f1": 0.0, "contains": 0.0, "retrieved": 0.0, "declined": 0.0}
     highlighted = 0
-    examples: list[dict[str, Any]] = []
     records: list[dict[str, Any]] = []
     model = ""
     chosen = spread(answerable, limit)
@@ -178,8 +182,6 @@ def evaluate_answers(
         if found:
             record["highlight"] = contains_answer(_top_highlight_text(answer.sources), query.answers)
             highlighted += record["highlight"]
-        if len(examples) < 5:
-            examples.append({"question": query.text, "gold": query.answers, "answer": answer.answer})
         progress("answering", i + 1, len(chosen))
     n = len(chosen)
     answered = {k: round(v / n * (100 if k in ("em", "f1") else 1), 3) for k, v in totals.items()}
@@ -213,6 +215,4 @@ def evaluate_answers(
         "generation": generation,
         "retrieval": retrieval or {},
     }
-    return AnswerResult(
-        data.name, answered, unanswerable, model, time.perf_counter() - started, examples, settings, records
-    )
+    return AnswerResult(data.name, answered, unanswerable, model, time.perf_counter() - started, settings, records)
