@@ -31,7 +31,7 @@ from typing import Any
 
 from langchain_core.runnables import Runnable, RunnableGenerator, RunnableLambda, RunnablePassthrough
 
-from kb_qa.domain import SearchHit
+from kb_qa.domain import PASSAGE_ORDERS, SearchHit
 from kb_qa.errors import BadRequest, ConfigError
 from kb_qa.events import ChainEvent, Delta, Final, Sources
 from kb_qa.evidence import CitationChecker, EvidenceFinder
@@ -97,11 +97,6 @@ def cited_numbers(text: str) -> set[int]:
 
 def _source_label(hit: SearchHit) -> str:
     return hit.document if hit.page is None else f"{hit.document}, p. {hit.page}"
-
-
-# How the numbered passages are laid out in the prompt: best_first ([1] first) or best_last ([1] last,
-# next to the question). The numbers stay the ranks either way.
-PASSAGE_ORDERS = ("best_first", "best_last")
 
 
 class QAChain:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,11 @@ class Range:
 TOP_K = Range(1, 100)  # passages per question
 SCORE = Range(-1.0, 1.0)  # a cosine similarity
 EXPAND_CHARS = Range(0, 20000)  # characters a passage may grow to with its neighbours
+
+# How the numbered passages are laid out in the prompt (qa.passage_order): best_first ([1] first) or
+# best_last ([1] last, next to the question). The numbers stay the ranks either way.
+PassageOrder = Literal["best_first", "best_last"]
+PASSAGE_ORDERS: tuple[str, ...] = get_args(PassageOrder)
 
 # request limits (the API answers 422 naming the field and the limit)
 MAX_QUESTION_CHARS = 4000  # a question or search query

@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-from kb_qa.domain import EXPAND_CHARS, SCORE, TOP_K
+from kb_qa.domain import EXPAND_CHARS, SCORE, TOP_K, PassageOrder
 from kb_qa.errors import ConfigError
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ class QASettings(_Section):
     history_turns: int = Field(3, ge=0, le=50)
     rewrite_followups: bool = True
     check_citations: bool = True
-    passage_order: Literal["best_first", "best_last"] = "best_first"
+    passage_order: PassageOrder = "best_first"
 
 
 class IngestSettings(_Section):

@@ -191,12 +191,22 @@ class _TableReader:
         try:
             textpage = page.get_textpage()
             try:
-                runs = [textpage.get_rect(i) for i in range(min(textpage.count_rects(), _MAX_RUNS))]
+                runs = _text_runs(textpage)
                 width = page.get_width()
                 layout = _two_columns(runs, width)
                 if layout is None:
                     return None
                 parts = [textpage.get_text_bounded(*box) for box in layout]
+                read, whole = (_visible(parts), _visible([textpage.get_text_range()]))
+                if read < whole:  # a line outside every box: keep the page's plain text, which has it
+                    log.warning(
+                        "%s page %d: column reading missed %d of %d characters; kept the text as read",
+                        self.path.name,
+                        index + 1,
+                        whole - read,
+                        whole,
+                    )
+                    return None
             finally:
                 textpage.close()
         except Exception as exc:  # noqa: BLE001 - a failed layout reading leaves the page's plain text
@@ -213,7 +223,48 @@ class _TableReader:
                 handle.close()  # type: ignore[attr-defined]
 
 
-_MAX_RUNS = 5000  # text runs looked at per page (bounded cost)
+_MAX_CHARS = 60_000  # characters looked at per page for its layout (bounded cost)
+_RUN_GAP = 1.0  # a horizontal gap wider than this many line heights ends a run (a gutter, a tab stop)
+
+
+def _visible(parts: list[str]) -> int:
+    return sum(len("".join(part.split())) for part in parts)
+
+
+def _text_runs(textpage: Any) -> list[tuple[float, float, float, float]]:
+    """A page's text runs (left, bottom, right, top): its characters joined along a line, a run
+    ending at a line end, a gap wider than :data:`_RUN_GAP` line heights, or a change of line.
+
+    Built from each character's loose box (the font's ascent and descent at its size) rather than
+    pdfium's own rectangles: where a PDF's font is not embedded and the machine lacks it (a CJK
+    font on a server, typically), pdfium knows the glyphs' advances but not their outlines, so tight
+    boxes are zero-high and its rectangles drop such lines altogether."""
+    import pypdfium2.raw as pdfium_c
+
+    runs: list[list[float]] = []
+    current: list[float] | None = None
+    for i in range(min(textpage.count_chars(), _MAX_CHARS)):
+        char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, i))
+        if char in "\r\n":
+            current = None
+            continue
+        left, bottom, right, top = textpage.get_charbox(i, loose=True)
+        if char.isspace() or right <= left or top <= bottom:  # spaces (generated or not) join, never start
+            continue
+        height = top - bottom
+        if (
+            current is not None
+            and left - current[2] <= _RUN_GAP * height
+            and min(top, current[3]) - max(bottom, current[1]) > height / 2  # on the same line
+        ):
+            current[0], current[1] = min(current[0], left), min(current[1], bottom)
+            current[2], current[3] = max(current[2], right), max(current[3], top)
+        else:
+            current = [left, bottom, right, top]
+            runs.append(current)
+    return [(r[0], r[1], r[2], r[3]) for r in runs]
+
+
 _MIN_COLUMN_LINES = 4
 _FILLED = 0.7  # a quarter of a column's lines span at least this share of its width
 

