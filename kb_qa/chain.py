@@ -243,7 +243,12 @@ class QAChain:
                 system=prompts.system,
                 question=prompts.grounded.format(context="", question=state["question"]),
                 history=state["history"],
-                passages=[self._passage_text(prompts, i, h) for i, h in enumerate(hits, 1)],
+                passages=[
+                    self._passage_text(prompts, i, h, text)
+                    for i, (h, text) in enumerate(
+                        zip(hits, self._marked(prompts, hits, state["question"]), strict=True), 1
+                    )
+                ],
                 count=llm.backend.count_tokens,
                 window=llm.backend.context_window,
                 max_new_tokens=llm.params(**state["generation"]).max_new_tokens,
@@ -309,8 +314,22 @@ class QAChain:
         state["trace"]["timings"]["first_token_ms"] = round(((first or end) - started) * 1000, 1)
 
     @staticmethod
-    def _passage_text(prompts: PromptSet, number: int, hit: SearchHit) -> str:
-        return prompts.passage.format(n=number, source=_source_label(hit), text=hit.text)
+    def _passage_text(prompts: PromptSet, number: int, hit: SearchHit, text: str | None = None) -> str:
+        return prompts.passage.format(n=number, source=_source_label(hit), text=hit.text if text is None else text)
+
+    def _marked(self, prompts: PromptSet, hits: Sequence[SearchHit], question: str) -> list[str]:
+        """The passages' texts as the prompt shows them: with the prompt's ``evidence`` mark around
+        each passage's sentence that best matches the question, where the prompts have one."""
+        texts = [h.text for h in hits]
+        if prompts.evidence is None or self.evidence is None:
+            return texts
+        marked = []
+        for text, found in zip(texts, self.evidence.find(texts, question), strict=True):
+            if found:  # the best sentence only (find() may add a near tie)
+                start, end = found[0].start, found[0].end
+                text = text[:start] + prompts.evidence.format(sentence=text[start:end]) + text[end:]
+            marked.append(text)
+        return marked
 
     # ------------------------------------------------------------ front doors
     def stream(

@@ -2,7 +2,9 @@
 
 Each file holds ``system``, ``passage`` (one numbered passage: ``{n}``, ``{source}``, ``{text}``),
 ``grounded`` (the user turn: ``{context}``, ``{question}``), ``rewrite`` (a follow-up made
-standalone) and ``no_answer``. The shipped wording was chosen by measurement (bench/prompts.py,
+standalone) and ``no_answer``; optionally ``evidence`` (``{sentence}``): how each passage's sentence
+that best matches the question is marked inside it (kb_qa.evidence), e.g. ``"**{sentence}**"``;
+without it passages are shown as stored. The shipped wording was chosen by measurement (bench/prompts.py,
 docs/evaluation.md).
 """
 
@@ -33,6 +35,7 @@ class PromptSet:
     grounded: PromptTemplate
     rewrite: PromptTemplate
     no_answer: str
+    evidence: PromptTemplate | None = None
 
     @classmethod
     def load(cls, path: Path) -> PromptSet:
@@ -56,5 +59,10 @@ class PromptSet:
             if absent:
                 raise ConfigError(f"{path}: the {key} prompt must use the placeholders {sorted(absent)}")
         templates["rewrite"] = PromptTemplate.from_template(data["rewrite"])
+        evidence = data.get("evidence")
+        if evidence is not None:
+            if not isinstance(evidence, str) or PromptTemplate.from_template(evidence).input_variables != ["sentence"]:
+                raise ConfigError(f"{path}: the evidence prompt must be text with the one placeholder {{sentence}}")
+            templates["evidence"] = PromptTemplate.from_template(evidence)
         return cls(path.stem, data["system"].strip(), templates["passage"], templates["grounded"],
-                   templates["rewrite"], data["no_answer"].strip())  # fmt: skip
+                   templates["rewrite"], data["no_answer"].strip(), templates.get("evidence"))  # fmt: skip

@@ -282,7 +282,9 @@ def test_create_upload_ask_cite_delete(browser: Any, server: str, documents: dic
     answer = _ask(page, EN_QUESTION)
     lengths = page.evaluate("window.answerLengths")
     growing = sorted({n for n in lengths if n > 0})
-    assert len(growing) >= 3, f"the answer did not arrive in pieces: {lengths}"
+    # at least one partial answer shown before the whole one (a busy machine's renderer coalesces
+    # mutations, so more than that is not guaranteed: a CI run beside another job saw [0, 0, 3, 58, 58])
+    assert len(growing) >= 2, f"the answer did not arrive in pieces: {lengths}"
     request = tab.chats[-1]
     assert request["knowledge_bases"] == ["northwind"] and request["stream"] is True
     assert request["top_k"] == 3 and request["temperature"] == 0 and request["max_tokens"] == 40

@@ -193,6 +193,32 @@ def test_best_last_puts_the_top_passage_next_to_the_question_keeping_its_number(
         QAChain(services.qa.retriever, lambda: llm, PROJECT_DIR / "configs" / "prompts", passage_order="random")
 
 
+def test_prompts_with_an_evidence_mark_mark_each_passages_best_sentence(
+    kb_root: Path, embeddings: SentenceTransformerEmbeddings, backend: TransformersBackend, samples_copy: Path,
+    spy: Spy, tmp_path: Path,
+) -> None:  # fmt: skip
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    for language in ("en", "zh"):
+        shipped = (PROJECT_DIR / "configs" / "prompts" / f"{language}.yaml").read_text(encoding="utf-8")
+        (prompts / f"{language}.yaml").write_text(shipped + '\nevidence: "<<{sentence}>>"\n', encoding="utf-8")
+    llm = ChatLLM(backend=backend, temperature=0.0, max_new_tokens=4)
+    services = make_services(kb_root, embeddings, lambda: llm, samples_copy, prompts_dir=str(prompts))
+    events = list(services.qa.stream(EN, knowledge_bases=["hb"], retrieval={"top_k": 3}))
+    assert isinstance(events[0], Sources)
+    user = spy.calls[-1][-1]["content"]
+    assert user.count("<<") == user.count(">>") == 3  # one sentence per passage
+    for source in events[0].sources:  # the one the sources' top highlight (for the question) names
+        top = source["highlights"][0]
+        text = source["text"]
+        assert text[: top["start"]] + "<<" + text[top["start"] : top["end"]] + ">>" + text[top["end"] :] in user
+    assert isinstance(events[-1], Final) and "<<" not in "".join(s["text"] for s in events[-1].answer["sources"])
+    shipped = (PROJECT_DIR / "configs" / "prompts" / "en.yaml").read_text(encoding="utf-8")
+    (prompts / "en.yaml").write_text(shipped + '\nevidence: "<<{text}>>"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"evidence prompt must be text with the one placeholder \{sentence\}"):
+        PromptSet.load(prompts / "en.yaml")
+
+
 def test_passages_that_do_not_fit_the_window_are_not_sources(
     qa: Services, backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:

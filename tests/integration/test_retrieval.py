@@ -219,8 +219,12 @@ class _Watched:
 
 def test_keyword_search_runs_while_the_question_is_embedded(hb: Services, samples_copy: Path) -> None:
     hb.knowledge_bases.create("other")
-    shutil.copy(samples_copy / "员工手册.md", samples_copy / "副本.md")
-    assert not hb.knowledge_bases.add_files("other", [samples_copy / "副本.md"]).failed
+    # a passage of its own (not a copy of one in hb, which duplicate removal would fold into hb's)
+    (samples_copy / "假期问答.md").write_text(
+        "# 假期问答\n\n问：年假没休完可以顺延到明年吗？答：可以，未休完的年假可顺延到明年第一季度使用。\n",
+        encoding="utf-8",
+    )
+    assert not hb.knowledge_bases.add_files("other", [samples_copy / "假期问答.md"]).failed
     retriever = hb.retriever
     started = {kb: threading.Event() for kb in ("hb", "other")}
     stores = {kb: _Watched(hb.knowledge_bases.reader(kb), started[kb]) for kb in started}
