@@ -126,6 +126,7 @@ class QAChain:
         if passage_order not in PASSAGE_ORDERS:
             raise ConfigError(f"qa.passage_order must be one of {', '.join(PASSAGE_ORDERS)}, not {passage_order!r}")
         self.passage_order = passage_order
+        self.prompts_dir = prompts_dir
         self.retriever = retriever
         self.evidence = EvidenceFinder(retriever.embeddings) if highlights or check_citations else None
         self.highlights = highlights

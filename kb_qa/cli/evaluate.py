@@ -114,7 +114,8 @@ def eval_answers(
     question goes through the whole chain (retrieval, prompt, the configured LLM, greedy decoding).
     Compare with --context gold to see how much of the model's ceiling the chain reaches.
     The JSON written to --out also holds one record per question (the answer, what was scored, and
-    gold_source: the number of the first source holding a gold answer), to see which ones failed.
+    gold_source: the number of the first source holding a gold answer), to see which ones failed,
+    and the settings it ran with (prompts folder, passage order, retrieval and generation options).
     """
     from kb_qa.evaluation import CONTEXTS, build_article_kb, evaluate_answers, load_set
 

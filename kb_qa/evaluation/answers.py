@@ -214,5 +214,8 @@ def evaluate_answers(
         "context": context,
         "generation": generation,
         "retrieval": retrieval or {},
+        # the prompt layout the answers were given, so two result files can be told apart
+        "prompts_dir": str(getattr(qa, "prompts_dir", "")),
+        "passage_order": getattr(qa, "passage_order", None),
     }
     return AnswerResult(data.name, answered, unanswerable, model, time.perf_counter() - started, settings, records)

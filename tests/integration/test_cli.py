@@ -255,6 +255,8 @@ def test_eval_retrieval_and_answers_on_a_set(cli: CliRunner, tmp_path: Path) -> 
     assert code == 0, output
     assert answers["answered"]["questions"] == 2 and answers["unanswerable"]["questions"] == 1
     assert answers["settings"]["metric"] == "squad" and 0 <= answers["answered"]["f1"] <= 100
+    assert Path(answers["settings"]["prompts_dir"]).resolve() == (PROJECT_DIR / "configs" / "prompts").resolve()
+    assert answers["settings"]["passage_order"] == "best_first"
     assert answers["answered"]["retrieved"] == 1.0  # the gold answer was in the sources every time
     # one record per question asked, consistent with the totals
     records = answers["questions"]
