@@ -240,15 +240,13 @@ class QAChain:
         state["trace"]["timings"]["retrieval_ms"] = round((time.perf_counter() - started) * 1000, 1)
         if state["mode"] == "kb" and hits:
             prompts, llm = self.prompts[state["language"]], self.llm
+            texts = self._marked(prompts, hits, state["question"])
             budget = fit_context(
                 system=prompts.system,
                 question=prompts.grounded.format(context="", question=state["question"]),
                 history=state["history"],
                 passages=[
-                    self._passage_text(prompts, i, h, text)
-                    for i, (h, text) in enumerate(
-                        zip(hits, self._marked(prompts, hits, state["question"]), strict=True), 1
-                    )
+                    self._passage_text(prompts, i, h, t) for i, (h, t) in enumerate(zip(hits, texts, strict=True), 1)
                 ],
                 count=llm.backend.count_tokens,
                 window=llm.backend.context_window,
