@@ -7,11 +7,11 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kb_qa.evaluation.provenance import git_revision as git_revision  # the bench scripts import it from here
 from kb_qa.settings import PROJECT_DIR
 
 if TYPE_CHECKING:
@@ -73,15 +73,6 @@ def machine() -> str:
         f"{round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
         f"Python {platform.python_version()}, torch {torch.__version__}"
     )
-
-
-def git_revision() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=PROJECT_DIR, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def copy_tree(sources: Iterable[tuple[Path, str]], target: Path, pattern: str = "*.md") -> list[Path]:

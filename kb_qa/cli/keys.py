@@ -7,14 +7,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from kb_qa.cli.common import ConfigOpt, JsonOpt, RootOpt, _errors, _print_json, app, out
+from kb_qa.cli.common import ConfigOpt, JsonOpt, RootOpt, _errors, _print_json, app, command_group, out
 from kb_qa.keys import AUDIT_FILE, KEYS_FILE, ROLES, AuditLog, KeyStore, local_principal
 from kb_qa.settings import Settings, load_settings
 
-keys_app = typer.Typer(
-    help="API keys: each with a role (read, write, admin) and the knowledge bases it may use. Stored hashed "
-    "in keys.sqlite3 under the knowledge-base root; a running server sees changes at once.",
-    no_args_is_help=True,
+keys_app = command_group(
+    "API keys: each with a role (read, write, admin) and the knowledge bases it may use. Stored hashed "
+    "in keys.sqlite3 under the knowledge-base root; a running server sees changes at once."
 )
 app.add_typer(keys_app, name="keys")
 

@@ -11,6 +11,7 @@ from kb_qa.domain import SearchHit
 from kb_qa.errors import BadRequest, DocumentRejected
 from kb_qa.evaluation.dataset import EvalSet, Query
 from kb_qa.evaluation.metrics import cmrc_em, cmrc_f1, contains_answer, squad_em, squad_f1
+from kb_qa.evaluation.provenance import git_revision
 from kb_qa.evaluation.retrieval_eval import Progress, _no_progress
 
 # ------------------------------------------------------------------- answers
@@ -217,5 +218,6 @@ def evaluate_answers(
         # the prompt layout the answers were given, so two result files can be told apart
         "prompts_dir": str(getattr(qa, "prompts_dir", "")),
         "passage_order": getattr(qa, "passage_order", None),
+        "revision": git_revision(),
     }
     return AnswerResult(data.name, answered, unanswerable, model, time.perf_counter() - started, settings, records)

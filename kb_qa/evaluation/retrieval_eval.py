@@ -15,6 +15,7 @@ from kb_qa.domain import SearchHit
 from kb_qa.errors import BadRequest, DocumentRejected, KbQaError
 from kb_qa.evaluation.dataset import EvalSet, Query
 from kb_qa.evaluation.metrics import contains_answer, ndcg_at, rank_of, ranking_metrics
+from kb_qa.evaluation.provenance import git_revision
 from kb_qa.retrieval import RetrievalOptions, Retriever
 from vector_store.contract import ChunkStore
 
@@ -118,6 +119,7 @@ def evaluate_retrieval(
         "fusion": options.fusion,
         "dense_weight": options.dense_weight,
         "candidates": options.candidates,
+        "revision": git_revision(),
     }
     return RetrievalResult(data.name, level, len(queries), results, time.perf_counter() - started, settings)
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from kb_qa.cli import app
 from kb_qa.embeddings import SentenceTransformerEmbeddings
+from kb_qa.evaluation.provenance import git_revision
 from kb_qa.settings import PROJECT_DIR
 
 pytestmark = pytest.mark.integration
@@ -137,6 +138,18 @@ def test_help_explains_commands() -> None:
     assert "--recreate" in result.stdout and "--dir" in result.stdout and "--root" in result.stdout
 
 
+def test_help_paragraphs_are_wrapped_to_the_terminal() -> None:
+    """A docstring's own line breaks do not show: each paragraph is filled to the width (a help text
+    once broke every source line again at 80 columns, leaving lines of two words)."""
+    text = main_py("eval", "answers", "--help", COLUMNS="80").stdout
+    description = text.split("Arguments:")[0]
+    paragraphs = [p.splitlines() for p in description.split("\n\n")[1:] if p.strip()]
+    assert len(paragraphs) >= 2 and all(len(line) <= 80 for line in text.splitlines())
+    for lines in paragraphs:
+        assert all(len(line) > 60 for line in lines[:-1]), lines  # only a paragraph's last line is short
+    assert "the git revision" in " ".join(description.split())
+
+
 def test_chat_keeps_history_until_clear_and_stops_on_stop() -> None:
     script = "What is two plus two?\nclear\nSay hello.\nstop\nThis line is never asked.\n"
     result = main_py("chat", "--temperature", "0", "--max-tokens", "12", stdin=script)
@@ -257,6 +270,9 @@ def test_eval_retrieval_and_answers_on_a_set(cli: CliRunner, tmp_path: Path) -> 
     assert answers["settings"]["metric"] == "squad" and 0 <= answers["answered"]["f1"] <= 100
     assert Path(answers["settings"]["prompts_dir"]).resolve() == (PROJECT_DIR / "configs" / "prompts").resolve()
     assert answers["settings"]["passage_order"] == "best_first"
+    # both result files name the code they were measured with
+    assert answers["settings"]["revision"] == result["settings"]["revision"] == git_revision()
+    assert git_revision() != "unknown" or not (PROJECT_DIR / ".git").exists()
     assert answers["answered"]["retrieved"] == 1.0  # the gold answer was in the sources every time
     # one record per question asked, consistent with the totals
     records = answers["questions"]

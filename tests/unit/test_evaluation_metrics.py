@@ -90,3 +90,27 @@ def test_loading_a_set(tmp_path: Path) -> None:
     (tmp_path / "s" / "queries.jsonl").write_text("{not json", encoding="utf-8")
     with pytest.raises(DocumentRejected, match="not a valid record"):
         load_set(tmp_path / "s")
+
+
+def test_results_name_the_revision_they_were_measured_at(tmp_path: Path) -> None:
+    import subprocess
+
+    from kb_qa.evaluation.provenance import git_revision
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+
+    assert git_revision(tmp_path) == "unknown"  # not a checkout
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one\n", encoding="utf-8")
+    git("add", "a.txt")
+    git("-c", "user.name=t", "-c", "user.email=t@example.org", "commit", "-qm", "one")
+    head = git("rev-parse", "--short", "HEAD")
+    assert git_revision(tmp_path) == head
+    (tmp_path / "new.txt").write_text("untracked\n", encoding="utf-8")
+    assert git_revision(tmp_path) == head  # untracked files are not the code that ran
+    (tmp_path / "a.txt").write_text("two\n", encoding="utf-8")
+    assert git_revision(tmp_path) == f"{head}-dirty"
+    (tmp_path / "inner").mkdir()
+    assert git_revision(tmp_path / "inner") == "unknown"  # inside a checkout, not its top
