@@ -114,3 +114,13 @@ def test_results_name_the_revision_they_were_measured_at(tmp_path: Path) -> None
     assert git_revision(tmp_path) == f"{head}-dirty"
     (tmp_path / "inner").mkdir()
     assert git_revision(tmp_path / "inner") == "unknown"  # inside a checkout, not its top
+
+
+def test_the_cut_off_of_an_answerability_check_respects_the_budget() -> None:
+    from bench.answer_check import declined_at
+
+    answerable = [0.1, 0.5, 0.6, 0.7, 0.8, 0.9, 0.9, 0.95, 0.97, 0.99]
+    unanswerable = [0.05, 0.2, 0.3, 0.4, 0.55, 0.8]
+    # declining below 0.5 turns away 1 of 10 answerable (the budget) and 4 of 6 unanswerable
+    assert declined_at(answerable, unanswerable, 0.10) == (0.5, 4 / 6)
+    assert declined_at(answerable, unanswerable, 0.0) == (0.1, 1 / 6)
