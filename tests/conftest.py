@@ -82,8 +82,9 @@ def postgres() -> Iterator[LocalPostgres]:
     Its data folder is a temporary folder of its own, not under pytest's /tmp/pytest-of-<user>: as
     root the server runs as an ordinary user, which needs every folder above its data to stay
     traversable, and every pytest session that starts (a fast tier run beside the suite) takes
-    group/other access away from /tmp/pytest-of-<user> again; the server then lost its data folder
-    at its next lock-file check, a minute later, in the middle of the other session's suite."""
+    group/other access away from /tmp/pytest-of-<user> again, cutting the running suite's server
+    off its data folder (its pg_ctl then fails with "Permission denied", and the server itself
+    once stopped mid-suite)."""
     data_dir = Path(tempfile.mkdtemp(prefix="kbqa-test-postgres-"))
     local = LocalPostgres(data_dir)
     try:
