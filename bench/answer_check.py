@@ -30,12 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.answerability import CHECKS as PASSAGE_CHECKS
 from bench.answerability import auc, p_yes
-from bench.common import SHARED, git_revision, machine
-from kb_qa.evaluation import build_article_kb, declines, load_set, spread
+from bench.common import SHARED, git_revision, machine, model_services
+from kb_qa.evaluation import build_article_kb, contains_answer, declines, load_set, spread
 from kb_qa.evaluation.answers import _top_highlight_text
-from kb_qa.llm.factory import build_llm
-from kb_qa.services import build_services
-from kb_qa.settings import PROJECT_DIR, load_settings
+from kb_qa.settings import PROJECT_DIR
 
 SENTENCE_CHECKS = {
     "sentence": "Sentence: {sentence}\n\nQuestion: {question}\n\n"
@@ -72,9 +70,7 @@ def main() -> None:
     if args.exclude:
         earlier = json.loads(args.exclude.read_text(encoding="utf-8"))
         excluded = {r["id"] for records in earlier["groups"].values() for r in records}
-    settings = load_settings(overrides={"paths": {"kb_root": str(args.root)}, "llm": {"model": args.model}})
-    llm = build_llm(settings)
-    services = build_services(settings, llm=lambda: llm)
+    llm, services = model_services(args.root, args.model)
     qa = services.qa
     name = "squad-dev"
     data = load_set(SHARED / "eval" / name)
@@ -104,7 +100,7 @@ def main() -> None:
             record: dict[str, Any] = {"id": query.id, "question": query.text, "answer": answer.answer,
                                       "declined": declined}  # fmt: skip
             if query.answers:
-                record["contains"] = any(a.lower() in answer.answer.lower() for a in query.answers)
+                record["contains"] = contains_answer(answer.answer, query.answers)
             sentence = _top_highlight_text(answer.sources)
             record["sentence"] = sentence
             if record["declined"] or not answer.sources:

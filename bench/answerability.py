@@ -25,11 +25,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SHARED, git_revision, machine
+from bench.common import SHARED, git_revision, machine, model_services
 from kb_qa.evaluation import build_article_kb, load_set, spread
-from kb_qa.llm.factory import build_llm
-from kb_qa.services import build_services
-from kb_qa.settings import PROJECT_DIR, load_settings
+from kb_qa.settings import PROJECT_DIR
 
 CHECKS = {
     "en": "Do the passages above state the answer to this question? Reply with yes or no only.",
@@ -77,9 +75,7 @@ def main() -> None:
     parser.add_argument("--root", type=Path, default=PROJECT_DIR / ".cache" / "bench-eval")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    settings = load_settings(overrides={"paths": {"kb_root": str(args.root)}, "llm": {"model": args.model}})
-    llm = build_llm(settings)
-    services = build_services(settings, llm=lambda: llm)
+    llm, services = model_services(args.root, args.model)
     qa = services.qa
     report: dict[str, Any] = {"machine": machine(), "revision": git_revision(), "model": args.model, "groups": {}}
     for name in ("squad-dev", "cmrc2018-trial"):

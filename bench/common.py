@@ -43,6 +43,18 @@ def handbook_services(root: str | Path, **overrides: Any) -> Services:
     return services
 
 
+def model_services(root: Path, model: str) -> tuple[Any, Services]:
+    """The chat model loaded once, and services over a knowledge-base root that use it (the
+    answerability scripts read the model's logits directly and ask the chain through the services)."""
+    from kb_qa.llm.factory import build_llm
+    from kb_qa.services import build_services
+    from kb_qa.settings import load_settings
+
+    settings = load_settings(overrides={"paths": {"kb_root": str(root)}, "llm": {"model": model}})
+    llm = build_llm(settings)
+    return llm, build_services(settings, llm=lambda: llm)
+
+
 def memory_mb(field: str = "VmRSS") -> float:
     """This process's resident memory now (``VmRSS``) or at its peak (``VmHWM``), in MB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
