@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.answerability import CHECKS as PASSAGE_CHECKS
-from bench.answerability import auc, p_yes
+from bench.answerability import auc, p_yes, passage_probe
 from bench.common import SHARED, git_revision, machine, model_services
 from kb_qa.evaluation import build_article_kb, contains_answer, declines, load_set, spread
 from kb_qa.evaluation.answers import _top_highlight_text
@@ -106,12 +106,7 @@ def main() -> None:
             if record["declined"] or not answer.sources:
                 record.update(dict.fromkeys(checks, 0.0))  # declined already: every check declines it too
             else:
-                hits = qa.retriever.retrieve(query.text, [name])
-                context = "\n\n".join(qa._passage_text(prompts, n, h) for n, h in enumerate(hits, 1))
-                grounded = prompts.grounded.format(context=context, question=query.text)
-                head = grounded[: grounded.index(query.text) + len(query.text)]
-                user = f"{head}\n\n{PASSAGE_CHECKS['en']}"
-                record["passages"] = round(p_yes(llm, llm.messages(user, [], prompts.system), "en"), 4)
+                record["passages"] = round(passage_probe(llm, qa, query.text, name, "en"), 4)
                 for check, template in SENTENCE_CHECKS.items():
                     user = template.format(sentence=sentence, question=query.text, answer=answer.answer.strip())
                     record[check] = round(p_yes(llm, llm.messages(user, [], prompts.system), "en"), 4)

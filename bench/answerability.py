@@ -62,6 +62,19 @@ def p_yes(llm: Any, messages: list[dict[str, str]], language: str) -> float:
     return yes / (yes + no)
 
 
+def passage_probe(llm: Any, qa: Any, question: str, knowledge_base: str, language: str) -> float:
+    """P(yes) for the chain's own prompt up to the question (retrieval, the shipped passage layout)
+    followed by CHECKS[language] instead of the answer instruction; 0 when nothing is retrieved."""
+    prompts = qa.prompts[language]
+    hits = qa.retriever.retrieve(question, [knowledge_base])
+    if not hits:
+        return 0.0
+    context = "\n\n".join(qa._passage_text(prompts, i, h) for i, h in enumerate(hits, 1))
+    grounded = prompts.grounded.format(context=context, question=question)
+    head = grounded[: grounded.index(question) + len(question)]
+    return p_yes(llm, llm.messages(f"{head}\n\n{CHECKS[language]}", [], prompts.system), language)
+
+
 def auc(pos: list[float], neg: list[float]) -> float:
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg)) if pos and neg else float("nan")
@@ -89,16 +102,7 @@ def main() -> None:
             started = time.perf_counter()
             for query in queries:
                 language = "zh" if data.chinese else "en"
-                prompts = qa.prompts[language]
-                hits = qa.retriever.retrieve(query.text, [name])
-                if not hits:
-                    values.append(0.0)
-                    continue
-                context = "\n\n".join(qa._passage_text(prompts, i, h) for i, h in enumerate(hits, 1))
-                grounded = prompts.grounded.format(context=context, question=query.text)
-                head = grounded[: grounded.index(query.text) + len(query.text)]
-                user = f"{head}\n\n{CHECKS[language]}"
-                values.append(round(p_yes(llm, llm.messages(user, [], prompts.system), language), 4))
+                values.append(round(passage_probe(llm, qa, query.text, name, language), 4))
             report["groups"][label] = {"p_yes": values, "seconds": round(time.perf_counter() - started, 1)}
             print(label, f"median {sorted(values)[len(values) // 2]:.3f}", flush=True)
             args.out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.answer_check import declined_at
 from bench.answerability import auc, p_yes
 from bench.common import SHARED, git_revision, machine, model_services
-from kb_qa.evaluation import build_article_kb, load_set, spread
+from kb_qa.evaluation import build_article_kb, contains_answer, load_set, spread
+from kb_qa.evaluation.answers import _top_highlight_text
 from kb_qa.settings import PROJECT_DIR
 
 CHECKS = {
@@ -58,7 +59,6 @@ def main() -> None:
     args = parser.parse_args()
     llm, services = model_services(args.root, args.model)
     qa = services.qa
-    assert qa.evidence is not None
     report: dict[str, Any] = {"machine": machine(), "revision": git_revision(), "model": args.model,
                               "checks": CHECKS, "groups": {}}  # fmt: skip
     started_all = time.perf_counter()
@@ -73,21 +73,18 @@ def main() -> None:
         records = []
         started = time.perf_counter()
         for i, query in enumerate(spread(pool, count)):
-            hits = qa.retriever.retrieve(query.text, [name])
-            record: dict[str, Any] = {"id": query.id, "question": query.text, "passages": len(hits)}
-            best: tuple[float, str] | None = None
-            for hit, found in zip(hits, qa.evidence.find([h.text for h in hits], query.text), strict=True):
-                for h in found:
-                    if best is None or h.score > best[0]:
-                        best = (h.score, hit.text[h.start : h.end])
-            record["sentence"] = best[1] if best else ""
+            # the Sources event's passages and highlights, as a search request gets them
+            found = qa.ask(query.text, mode="search", knowledge_bases=[name])
+            sentence = _top_highlight_text(found.sources)
+            record: dict[str, Any] = {"id": query.id, "question": query.text, "passages": len(found.sources),
+                                      "sentence": sentence}  # fmt: skip
             if query.answers:
-                record["sentence_has_gold"] = any(a.lower() in record["sentence"].lower() for a in query.answers)
+                record["sentence_has_gold"] = contains_answer(sentence, query.answers)
             for check, template in CHECKS[language].items():
-                if best is None:  # the threshold left no passage: declined already
+                if not sentence:  # the threshold left no passage: declined already
                     record[check] = 0.0
                     continue
-                user = template.format(sentence=best[1].strip(), question=query.text)
+                user = template.format(sentence=sentence.strip(), question=query.text)
                 record[check] = round(p_yes(llm, llm.messages(user, [], prompts.system), language), 4)
             records.append(record)
             print(name, kind, i + 1, {c: record[c] for c in CHECKS[language]}, flush=True)
