@@ -61,8 +61,9 @@ class PromptSet:
         templates["rewrite"] = PromptTemplate.from_template(data["rewrite"])
         evidence = data.get("evidence")
         if evidence is not None:
-            if not isinstance(evidence, str) or PromptTemplate.from_template(evidence).input_variables != ["sentence"]:
+            mark = PromptTemplate.from_template(evidence) if isinstance(evidence, str) else None
+            if mark is None or mark.input_variables != ["sentence"]:
                 raise ConfigError(f"{path}: the evidence prompt must be text with the one placeholder {{sentence}}")
-            templates["evidence"] = PromptTemplate.from_template(evidence)
+            templates["evidence"] = mark
         return cls(path.stem, data["system"].strip(), templates["passage"], templates["grounded"],
                    templates["rewrite"], data["no_answer"].strip(), templates.get("evidence"))  # fmt: skip
