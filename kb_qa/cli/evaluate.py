@@ -49,6 +49,19 @@ def _write_result(out_dir: Path, stem: str, data: dict[str, Any], table: str, as
         err.print(f"written: {out_dir / stem}.json and .md", highlight=False)
 
 
+def _asked_in(path: Path) -> set[str]:
+    """The ids of the questions an earlier ``eval answers`` result file recorded."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        return {str(record["id"]) for record in earlier["questions"]}
+    except OSError as exc:
+        raise KbQaError(f"--exclude: cannot read {path}: {exc.strerror or exc}") from exc
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KbQaError(
+            f"--exclude: {path} is not a result of `kb-qa eval answers` (its JSON has no questions with ids)"
+        ) from exc
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     set_dir: SetArg,
@@ -103,6 +116,14 @@ def eval_answers(
     ] = "retrieved",
     threshold: ThresholdOpt = None,
     max_tokens: MaxTokensOpt = 96,
+    exclude: Annotated[
+        Path | None,
+        typer.Option(
+            "--exclude",
+            help="An earlier result JSON of this command: its questions are not asked again, so this run "
+            "measures other ones (held out); --limit is spread over the rest.",
+        ),
+    ] = None,
     out_dir: OutOpt = Path("eval_results"),
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
@@ -123,6 +144,7 @@ def eval_answers(
         if context not in CONTEXTS:
             raise KbQaError(f"--context must be one of {', '.join(CONTEXTS)}")
         data = load_set(set_dir)
+        excluded = _asked_in(exclude) if exclude else set()
         if context == "retrieved":
             build_article_kb(services.knowledge_bases, data, "eval", progress=bar)
         result = evaluate_answers(
@@ -134,6 +156,7 @@ def eval_answers(
             generation={"max_new_tokens": max_tokens},
             retrieval={"score_threshold": threshold},
             context=context,
+            exclude=excluded,
             progress=bar.report,
         )
     suffix = "-gold" if context == "gold" else ""

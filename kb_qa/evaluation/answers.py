@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,7 @@ def evaluate_answers(
     retrieval: dict[str, Any] | None = None,
     context: str = "retrieved",
     unanswerable_limit: int | None = None,
+    exclude: Collection[str] = (),
     progress: Progress = _no_progress,
 ) -> AnswerResult:
     """Ask ``limit`` answerable (and up to ``unanswerable_limit``, default ``limit``, unanswerable)
@@ -131,6 +132,8 @@ def evaluate_answers(
     highlight (the best-scoring sentence over all sources) contains one.
     ``records``: one per question asked (its answer, what was scored, and ``gold_source``, the number
     of the first source holding a gold answer), so a reader can see which questions failed and why.
+    ``exclude``: question ids not to ask (those of an earlier run), so a second run measures other
+    questions; the ``limit`` are then spread over the rest.
     """
     if context not in CONTEXTS:
         raise BadRequest(f"context must be one of {list(CONTEXTS)}, not {context!r}")
@@ -145,7 +148,10 @@ def evaluate_answers(
     highlighted = 0
     records: list[dict[str, Any]] = []
     model = ""
-    chosen = spread(answerable, limit)
+    held_out = set(exclude)
+    chosen = spread([q for q in answerable if q.id not in held_out], limit)
+    if not chosen:
+        raise BadRequest(f"{data.folder}: every answerable question is excluded; nothing left to ask")
     answer_seconds = 0.0
     for i, query in enumerate(chosen):
         asked = time.perf_counter()
@@ -191,9 +197,9 @@ def evaluate_answers(
     answered["seconds_per_answer"] = round(answer_seconds / n, 2)
     unanswerable: dict[str, float] = {"questions": 0}
     u_limit = limit if unanswerable_limit is None else unanswerable_limit
-    if data.unanswerable and context == "retrieved" and u_limit > 0:
+    chosen_u = spread([q for q in data.unanswerable if q.id not in held_out], u_limit) if u_limit > 0 else []
+    if chosen_u and context == "retrieved":
         refused = by_threshold = 0
-        chosen_u = spread(data.unanswerable, u_limit)
         for i, query in enumerate(chosen_u):
             answer = qa.ask(query.text, mode="kb", knowledge_bases=[knowledge_base], generation=generation,
                             retrieval=retrieval)  # fmt: skip
@@ -219,5 +225,6 @@ def evaluate_answers(
         "prompts_dir": str(getattr(qa, "prompts_dir", "")),
         "passage_order": getattr(qa, "passage_order", None),
         "revision": git_revision(),
+        "excluded": len(held_out),
     }
     return AnswerResult(data.name, answered, unanswerable, model, time.perf_counter() - started, settings, records)

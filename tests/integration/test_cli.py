@@ -280,6 +280,17 @@ def test_eval_retrieval_and_answers_on_a_set(cli: CliRunner, tmp_path: Path) -> 
     assert all(r["gold_source"] is not None and r["gold_source"] >= 1 for r in records[:2])
     assert sum(r["contains"] for r in records[:2]) / 2 == answers["answered"]["contains"]
     assert records[2]["gold"] == [] and records[2]["declined"] == bool(answers["unanswerable"]["declined"])
+    # --exclude: a second run asks only the questions the first did not (held out)
+    code, output = run(cli, "eval", "answers", str(folder), "--limit", "2", "--max-tokens", "16", "--json",
+                       "--exclude", str(out / "aurora-answers.json"), "--out", str(tmp_path / "second"))  # fmt: skip
+    second = json.loads(output)
+    assert code == 0, output
+    assert [r["id"] for r in second["questions"]] == ["q2"] and second["settings"]["excluded"] == 3
+    assert second["answered"]["questions"] == 1 and second["unanswerable"]["questions"] == 0
+    code, output = run(cli, "eval", "answers", str(folder), "--exclude", str(out / "aurora-retrieval-passage.json"))
+    assert code == 2 and "is not a result of `kb-qa eval answers`" in output
+    code, output = run(cli, "eval", "answers", str(folder), "--exclude", str(tmp_path / "second" / "none.json"))
+    assert code == 2 and "--exclude: cannot read" in output
     code, output = run(cli, "eval", "retrieval", str(tmp_path / "missing"))
     assert code == 2 and "corpus.jsonl is missing" in output
     code, output = run(cli, "eval", "retrieval", str(folder), "--level", "chapter")
