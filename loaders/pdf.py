@@ -131,22 +131,19 @@ class _TableReader:
         self._pdfium: object | None = None
         self._plumber: object | None = None
         self._failed = False
+        self._page: tuple[int, Any] | None = None  # the pdfium page open now (the table and column checks share it)
 
     def _drawn_paths(self, index: int) -> int:
         try:
             import pypdfium2.raw as raw
         except ImportError:
             return 0
-        page = self._document()[index]
-        try:
-            count = 0
-            for _ in page.get_objects(filter=[raw.FPDF_PAGEOBJ_PATH], max_depth=2):
-                count += 1
-                if count >= _MIN_PATHS:
-                    break
-            return count
-        finally:
-            page.close()
+        count = 0
+        for _ in self._pdfium_page(index).get_objects(filter=[raw.FPDF_PAGEOBJ_PATH], max_depth=2):
+            count += 1
+            if count >= _MIN_PATHS:
+                break
+        return count
 
     def page_text(self, index: int) -> str | None:
         """The page's text with its tables row by row, in reading order; ``None``: no table found
@@ -171,18 +168,28 @@ class _TableReader:
             log.warning("%s page %d: table search failed: %s", self.path.name, index + 1, exc)
             return None
 
-    def _document(self) -> Any:
+    def _pdfium_page(self, index: int) -> Any:
+        """Page ``index`` through pdfium, loaded once for both checks; the page before it is closed."""
         import pypdfium2 as pdfium
 
+        if self._page is not None and self._page[0] == index:
+            return self._page[1]
+        self._close_page()
         if self._pdfium is None:
             self._pdfium = pdfium.PdfDocument(str(self.path))
-        return self._pdfium
+        self._page = (index, self._pdfium[index])  # type: ignore[index]
+        return self._page[1]
+
+    def _close_page(self) -> None:
+        if self._page is not None:
+            page, self._page = self._page[1], None
+            page.close()
 
     def columns_text(self, index: int) -> str | None:
         """The page read column by column when its text stands in two columns (see
         :func:`_two_columns`); ``None``: one column (or pdfium missing), keep the text as read."""
         try:
-            page = self._document()[index]
+            page = self._pdfium_page(index)
         except ImportError:
             return None
         except Exception as exc:  # noqa: BLE001 - pdfium refusing a file pypdf read leaves the plain text
@@ -212,12 +219,11 @@ class _TableReader:
         except Exception as exc:  # noqa: BLE001 - a failed layout reading leaves the page's plain text
             log.warning("%s page %d: column reading failed: %s", self.path.name, index + 1, exc)
             return None
-        finally:
-            page.close()
         parts = [part.replace("\r\n", "\n") for part in parts]  # pdfium ends its lines with CRLF
         return "\n".join(t for t in (clean_page_text(part) for part in parts) if t) or None
 
     def close(self) -> None:
+        self._close_page()
         for handle in (self._plumber, self._pdfium):
             if handle is not None:
                 handle.close()  # type: ignore[attr-defined]

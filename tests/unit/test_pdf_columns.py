@@ -91,8 +91,38 @@ def test_a_file_pdfium_cannot_open_keeps_pypdfs_text(tmp_path: Path, monkeypatch
     doc = docgen.Doc("one", "en", [("p", "Unused annual leave carries over to the first quarter. " * 4)])
     docgen.write_pdf(doc, tmp_path / "one.pdf")
 
-    def refuse(self: object) -> object:
+    def refuse(self: object, index: int) -> object:
         raise RuntimeError("pdfium cannot open it")
 
-    monkeypatch.setattr(pdf._TableReader, "_document", refuse)
+    monkeypatch.setattr(pdf._TableReader, "_pdfium_page", refuse)
     assert load_pdf(tmp_path / "one.pdf")[0].page_content.startswith("Unused annual leave carries over")
+
+
+def test_each_page_is_loaded_once_by_pdfium_for_both_checks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The table check (lines drawn) and the column check read the same pdfium page: one load per
+    page, every page closed."""
+    import pypdfium2 as pdfium
+
+    doc = docgen.Doc("two", "en", [("p", "Unused annual leave carries over to the first quarter. " * 40)] * 3)
+    docgen.write_pdf(doc, tmp_path / "two.pdf")
+    loaded: list[int] = []
+    closed: list[int] = []
+    get_page = pdfium.PdfDocument.get_page
+
+    def counting(self: pdfium.PdfDocument, index: int) -> pdfium.PdfPage:
+        page = get_page(self, index)
+        loaded.append(index)
+        close = page.close
+
+        def closing() -> None:
+            closed.append(index)
+            close()
+
+        page.close = closing  # type: ignore[method-assign]
+        return page
+
+    monkeypatch.setattr(pdfium.PdfDocument, "get_page", counting)
+    pages = load_pdf(tmp_path / "two.pdf")
+    numbers = sorted({d.metadata["page"] for d in pages})
+    assert len(numbers) >= 2  # the text runs over more than one page
+    assert loaded == [n - 1 for n in numbers] and closed == loaded
