@@ -208,7 +208,9 @@ class QAChain:
             "retrieval": dict(inputs.get("retrieval") or {}),
             "generation": dict(inputs.get("generation") or {}),
             "given": inputs.get("passages"),
-            "trace": {"notes": [], "timings": {}, "declined": False, "prompt": None},
+            # internal: notes and timings for the record; the prompt's parts; the question's highlights
+            # when the prompt marked them (the sources event then reuses them)
+            "trace": {"notes": [], "timings": {}, "declined": False, "prompt": None, "question_highlights": None},
         }
 
     def _standalone_query(self, state: dict[str, Any]) -> str:
@@ -240,7 +242,7 @@ class QAChain:
         state["trace"]["timings"]["retrieval_ms"] = round((time.perf_counter() - started) * 1000, 1)
         if state["mode"] == "kb" and hits:
             prompts, llm = self.prompts[state["language"]], self.llm
-            texts = self._marked(prompts, hits, state["question"])
+            texts = self._marked(prompts, hits, state["question"], state["trace"])
             budget = fit_context(
                 system=prompts.system,
                 question=prompts.grounded.format(context="", question=state["question"]),
@@ -316,14 +318,18 @@ class QAChain:
     def _passage_text(prompts: PromptSet, number: int, hit: SearchHit, text: str | None = None) -> str:
         return prompts.passage.format(n=number, source=_source_label(hit), text=hit.text if text is None else text)
 
-    def _marked(self, prompts: PromptSet, hits: Sequence[SearchHit], question: str) -> list[str]:
+    def _marked(self, prompts: PromptSet, hits: Sequence[SearchHit], question: str, trace: dict[str, Any]) -> list[str]:
         """The passages' texts as the prompt shows them: with the prompt's ``evidence`` mark around
-        each passage's sentence that best matches the question, where the prompts have one."""
+        each passage's sentence that best matches the question, where the prompts have one (those
+        highlights are kept in ``trace`` for the sources event)."""
         texts = [h.text for h in hits]
         if prompts.evidence is None or self.evidence is None:
             return texts
+        started = time.perf_counter()
+        trace["question_highlights"] = self.evidence.find(texts, question)
+        trace["timings"]["highlights_ms"] = round((time.perf_counter() - started) * 1000, 1)
         marked = []
-        for text, found in zip(texts, self.evidence.find(texts, question), strict=True):
+        for text, found in zip(texts, trace["question_highlights"], strict=True):
             if found:  # the best sentence only (find() may add a near tie)
                 start, end = found[0].start, found[0].end
                 text = text[:start] + prompts.evidence.format(sentence=text[start:end]) + text[end:]
@@ -366,7 +372,12 @@ class QAChain:
             if "passages" in chunk and not sent_sources:
                 sent_sources = True
                 sources = [Source.from_hit(i, h) for i, h in enumerate(chunk["passages"], 1)]
-                self._highlight(sources, state.get("question", question), "", state)
+                marked = (state.get("trace") or {}).get("question_highlights")
+                if marked is not None and self.highlights:  # found for the prompt's marks already
+                    for source, highlights in zip(sources, marked, strict=False):  # passages cut to fit
+                        source.highlights = [h.to_dict() for h in highlights]
+                else:
+                    self._highlight(sources, state.get("question", question), "", state)
                 yield Sources(query=state.get("query", question), sources=[asdict(s) for s in sources])
             if chunk.get("answer"):
                 parts.append(chunk["answer"])

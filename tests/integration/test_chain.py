@@ -7,7 +7,7 @@ still runs), so the tests can check what the prompt held and how often the model
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -204,8 +204,21 @@ def test_prompts_with_an_evidence_mark_mark_each_passages_best_sentence(
         (prompts / f"{language}.yaml").write_text(shipped + '\nevidence: "<<{sentence}>>"\n', encoding="utf-8")
     llm = ChatLLM(backend=backend, temperature=0.0, max_new_tokens=4)
     services = make_services(kb_root, embeddings, lambda: llm, samples_copy, prompts_dir=str(prompts))
+    finder = services.qa.evidence
+    assert finder is not None
+    find, asked = finder.find, []
+
+    def counting(passages: Sequence[str], question: str, answer: str = "", **kwargs: Any) -> Any:
+        asked.append(answer)
+        return find(passages, question, answer, **kwargs)
+
+    finder.find = counting  # type: ignore[method-assign]
     events = list(services.qa.stream(EN, knowledge_bases=["hb"], retrieval={"top_k": 3}))
     assert isinstance(events[0], Sources)
+    # the question's highlights are found once: the prompt's marks and the sources event share them
+    assert asked.count("") == 1
+    texts = [source["text"] for source in events[0].sources]
+    assert [s["highlights"] for s in events[0].sources] == [[h.to_dict() for h in f] for f in find(texts, EN)]
     user = spy.calls[-1][-1]["content"]
     assert user.count("<<") == user.count(">>") == 3  # one sentence per passage
     for source in events[0].sources:  # the one the sources' top highlight (for the question) names
