@@ -11,7 +11,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kb_qa.evaluation.provenance import git_revision as git_revision  # the bench scripts import it from here
+# the bench scripts import git_revision from here: the revision when the script started (the code it runs),
+# even where they write it at the end and something is committed meanwhile
+from kb_qa.evaluation.provenance import run_revision as git_revision
 from kb_qa.settings import PROJECT_DIR
 
 if TYPE_CHECKING:
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
 
 SHARED = Path(os.environ.get("KBQA_SHARED_DATA", PROJECT_DIR.parent / "shared" / "data"))
 RESULTS = PROJECT_DIR / "docs" / "benchmarks"
+git_revision()  # read now, as the script starts
 
 # questions on the sample handbook (knowledge_base/samples), Chinese and English in turn
 HANDBOOK_QUESTIONS = [

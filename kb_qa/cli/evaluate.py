@@ -78,6 +78,9 @@ def eval_retrieval(
 ) -> None:
     """hit@1/5/10, MRR@10 and nDCG@10 of dense, BM25 and hybrid retrieval on a question set."""
     from kb_qa.evaluation import METHODS, build_article_kb, evaluate_retrieval, load_set
+    from kb_qa.evaluation.provenance import run_revision
+
+    run_revision()  # the result names the code that started, before the minutes of ingesting and ranking
 
     if level not in ("passage", "article"):
         err.print(f"[bold red]error:[/] --level must be passage or article, not {level!r}")
@@ -139,7 +142,9 @@ def eval_answers(
     and the settings it ran with (prompts folder, passage order, retrieval and generation options, the git revision).
     """
     from kb_qa.evaluation import CONTEXTS, build_article_kb, evaluate_answers, load_set
+    from kb_qa.evaluation.provenance import run_revision
 
+    run_revision()  # the result names the code that started, before the minutes of ingesting and asking
     with _errors(), _scratch_services(config) as services, _Bar(enabled=not as_json, unit="") as bar:
         if context not in CONTEXTS:
             raise KbQaError(f"--context must be one of {', '.join(CONTEXTS)}")

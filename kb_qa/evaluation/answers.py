@@ -11,7 +11,7 @@ from kb_qa.domain import SearchHit
 from kb_qa.errors import BadRequest, DocumentRejected
 from kb_qa.evaluation.dataset import EvalSet, Query
 from kb_qa.evaluation.metrics import cmrc_em, cmrc_f1, contains_answer, squad_em, squad_f1
-from kb_qa.evaluation.provenance import git_revision
+from kb_qa.evaluation.provenance import run_revision
 from kb_qa.evaluation.retrieval_eval import Progress, _no_progress
 
 # ------------------------------------------------------------------- answers
@@ -138,6 +138,7 @@ def evaluate_answers(
     if context not in CONTEXTS:
         raise BadRequest(f"context must be one of {list(CONTEXTS)}, not {context!r}")
     started = time.perf_counter()
+    revision = run_revision()  # now: the code that runs, whatever is committed meanwhile
     chinese = data.chinese
     em, f1 = (cmrc_em, cmrc_f1) if chinese else (squad_em, squad_f1)
     generation = {"temperature": 0.0, "max_new_tokens": 96, **(generation or {})}
@@ -224,7 +225,7 @@ def evaluate_answers(
         # the prompt layout the answers were given, so two result files can be told apart
         "prompts_dir": str(getattr(qa, "prompts_dir", "")),
         "passage_order": getattr(qa, "passage_order", None),
-        "revision": git_revision(),
+        "revision": revision,
         "excluded": len(held_out),
     }
     return AnswerResult(data.name, answered, unanswerable, model, time.perf_counter() - started, settings, records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 from pathlib import Path
 
@@ -22,3 +23,10 @@ def git_revision(checkout: Path = PROJECT_DIR) -> str:
     except (OSError, ValueError, subprocess.CalledProcessError, subprocess.TimeoutExpired):
         return "unknown"
     return f"{head}-dirty" if changed else head
+
+
+@functools.cache
+def run_revision() -> str:
+    """kb-qa's revision when this process first asked: the code it loaded, even if the checkout moves on
+    (a commit made while a long evaluation runs). Evaluations and bench scripts ask at their start."""
+    return git_revision()

@@ -15,7 +15,7 @@ from kb_qa.domain import SearchHit
 from kb_qa.errors import BadRequest, DocumentRejected, KbQaError
 from kb_qa.evaluation.dataset import EvalSet, Query
 from kb_qa.evaluation.metrics import contains_answer, ndcg_at, rank_of, ranking_metrics
-from kb_qa.evaluation.provenance import git_revision
+from kb_qa.evaluation.provenance import run_revision
 from kb_qa.retrieval import RetrievalOptions, Retriever
 from vector_store.contract import ChunkStore
 
@@ -94,6 +94,7 @@ def evaluate_retrieval(
         ``{"rrf": {"fusion": "rrf"}}`` (bench/fusion.py sweeps the fusion settings this way).
     """
     started = time.perf_counter()
+    revision = run_revision()  # now: the code that runs, whatever is committed meanwhile
     queries = [q for q in data.queries if q.id in data.qrels]
     if not queries:
         raise DocumentRejected(f"{data.folder}: no question has a relevance judgement")
@@ -119,7 +120,7 @@ def evaluate_retrieval(
         "fusion": options.fusion,
         "dense_weight": options.dense_weight,
         "candidates": options.candidates,
-        "revision": git_revision(),
+        "revision": revision,
     }
     return RetrievalResult(data.name, level, len(queries), results, time.perf_counter() - started, settings)
 

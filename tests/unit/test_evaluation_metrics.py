@@ -116,6 +116,20 @@ def test_results_name_the_revision_they_were_measured_at(tmp_path: Path) -> None
     assert git_revision(tmp_path / "inner") == "unknown"  # inside a checkout, not its top
 
 
+def test_a_run_keeps_the_revision_it_started_at(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A commit made while a long evaluation runs does not change the revision its result names."""
+    from kb_qa.evaluation import provenance
+
+    provenance.run_revision.cache_clear()
+    try:
+        monkeypatch.setattr(provenance, "git_revision", lambda: "abc1234")
+        assert provenance.run_revision() == "abc1234"
+        monkeypatch.setattr(provenance, "git_revision", lambda: "def5678")  # committed meanwhile
+        assert provenance.run_revision() == "abc1234"
+    finally:
+        provenance.run_revision.cache_clear()
+
+
 def test_the_cut_off_of_an_answerability_check_respects_the_budget() -> None:
     from bench.answer_check import declined_at
 
