@@ -238,9 +238,13 @@ def kb_search(
 ) -> None:
     """Find the passages that best match a question, without asking the model.
 
-    `kb-qa kb search handbook "年假可以顺延吗？"`; several knowledge bases: `kb search a b QUESTION`.
     The score is the cosine similarity of question and passage (higher is closer); the order is the
     method's relevance (see configs/settings.yaml, retrieval).
+
+    \b
+    Examples:
+      kb-qa kb search handbook "年假可以顺延吗？"
+      kb-qa kb search a b QUESTION      (several knowledge bases: a and b)
     """
     if len(names) < 2:
         err.print("[bold red]error:[/] give a knowledge base and a question")

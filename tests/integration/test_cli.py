@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -148,6 +149,34 @@ def test_help_paragraphs_are_wrapped_to_the_terminal() -> None:
     for lines in paragraphs:
         assert all(len(line) > 60 for line in lines[:-1]), lines  # only a paragraph's last line is short
     assert "the git revision" in " ".join(description.split())
+
+
+def test_every_help_text_fits_80_columns_on_screen() -> None:
+    """Every command's --help, at 80 columns, counted in screen cells (a Chinese character takes
+    two: click wraps by characters, so an example in Chinese inside a paragraph ran past 80)."""
+    import unicodedata
+
+    import typer
+
+    def cells(line: str) -> int:
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in line)
+
+    def paths(command: Any, prefix: list[str]) -> list[list[str]]:
+        found = [prefix]
+        if hasattr(command, "commands"):  # a group (typer's own click: not click.Group)
+            for name, sub in command.commands.items():
+                found += paths(sub, [*prefix, name])
+        return found
+
+    runner = CliRunner()
+    checked = 0
+    for path in paths(typer.main.get_command(app), []):
+        result = runner.invoke(app, [*path, "--help"], terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        wide = [line for line in result.output.splitlines() if cells(line) > 80]
+        assert not wide, (path, wide)
+        checked += 1
+    assert checked >= 25
 
 
 def test_chat_keeps_history_until_clear_and_stops_on_stop() -> None:
