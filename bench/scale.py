@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import re
 import statistics
 import sys
 import tempfile
@@ -332,6 +333,9 @@ def main() -> None:
     parser.add_argument("--maintenance-work-mem", default="1GB", help="memory for the --bulk index build")
     parser.add_argument("--out", help="the result's name under docs/benchmarks (default: from the sizes)")
     args = parser.parse_args()
+    if (args.out and not re.fullmatch(r"[\w.-]+", args.out)) or (args.out or "").endswith(".json"):
+        # checked now: the result is written after the whole run (once, minutes later, a path lost it)
+        parser.error(f"--out is a name for docs/benchmarks/NAME.json, e.g. scale-100000-rerun, not {args.out!r}")
     shared = require_shared()
     settings = load_settings()
     embeddings = build_embeddings(settings)
