@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.answerability import CHECKS as PASSAGE_CHECKS
 from bench.answerability import auc, p_yes, passage_probe
-from bench.common import SHARED, git_revision, machine, model_services
+from bench.common import SHARED, git_revision, machine, model_arguments, model_services
 from kb_qa.evaluation import build_article_kb, contains_answer, declines, load_set, spread
 from kb_qa.evaluation.answers import _top_highlight_text
 from kb_qa.settings import PROJECT_DIR
@@ -57,11 +57,9 @@ def declined_at(answerable: list[float], unanswerable: list[float], budget: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct")
+    model_arguments(parser, OUT)
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--unanswerable", type=int, default=100)
-    parser.add_argument("--root", type=Path, default=PROJECT_DIR / ".cache" / "bench-eval")
-    parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--exclude", type=Path, help="an earlier report: ask other questions than it did (held out)")
     parser.add_argument("--cut", type=float, action="append", default=[],
                         help="also report what this cut-off (chosen on an earlier run) declines")  # fmt: skip

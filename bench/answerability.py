@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import SHARED, git_revision, machine, model_services
+from bench.common import SHARED, git_revision, machine, model_arguments, model_services
 from kb_qa.evaluation import build_article_kb, load_set, spread
 from kb_qa.settings import PROJECT_DIR
 
@@ -82,11 +82,9 @@ def auc(pos: list[float], neg: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct")
+    model_arguments(parser, OUT)
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--unanswerable", type=int, default=40)
-    parser.add_argument("--root", type=Path, default=PROJECT_DIR / ".cache" / "bench-eval")
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     llm, services = model_services(args.root, args.model)
     qa = services.qa

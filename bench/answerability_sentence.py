@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.answer_check import declined_at
 from bench.answerability import auc, p_yes
-from bench.common import SHARED, git_revision, machine, model_services
+from bench.common import SHARED, git_revision, machine, model_arguments, model_services
 from kb_qa.evaluation import build_article_kb, contains_answer, load_set, spread
 from kb_qa.evaluation.answers import _top_highlight_text
 from kb_qa.settings import PROJECT_DIR
@@ -50,12 +50,10 @@ OUT = PROJECT_DIR / "docs" / "evaluation" / "answerability-sentence.json"
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct")
+    model_arguments(parser, OUT)
     parser.add_argument("--limit", type=int, default=200, help="squad-dev answerable questions")
     parser.add_argument("--unanswerable", type=int, default=200, help="squad-dev unanswerable questions")
     parser.add_argument("--cmrc", type=int, default=200, help="cmrc2018-trial answerable questions")
-    parser.add_argument("--root", type=Path, default=PROJECT_DIR / ".cache" / "bench-eval")
-    parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     llm, services = model_services(args.root, args.model)
     qa = services.qa

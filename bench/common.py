@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -44,6 +45,14 @@ def handbook_services(root: str | Path, **overrides: Any) -> Services:
     services.knowledge_bases.create("handbook")
     services.knowledge_bases.rebuild("handbook", PROJECT_DIR / "knowledge_base" / "samples")
     return services
+
+
+def model_arguments(parser: argparse.ArgumentParser, out: Path) -> None:
+    """The options every answerability script shares: the chat model, the knowledge-base root its
+    sets are ingested into (kept between runs), and where the report goes (see :func:`model_services`)."""
+    parser.add_argument("--model", default="Qwen2.5-Coder-1.5B-Instruct")
+    parser.add_argument("--root", type=Path, default=PROJECT_DIR / ".cache" / "bench-eval")
+    parser.add_argument("--out", type=Path, default=out)
 
 
 def model_services(root: Path, model: str) -> tuple[Any, Services]:
