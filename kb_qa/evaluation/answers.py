@@ -198,8 +198,9 @@ def evaluate_answers(
     answered["seconds_per_answer"] = round(answer_seconds / n, 2)
     unanswerable: dict[str, float] = {"questions": 0}
     u_limit = limit if unanswerable_limit is None else unanswerable_limit
-    chosen_u = spread([q for q in data.unanswerable if q.id not in held_out], u_limit) if u_limit > 0 else []
-    if chosen_u and context == "retrieved":
+    asks_unanswerable = context == "retrieved" and u_limit > 0  # they have no gold passage for the ceiling
+    chosen_u = spread([q for q in data.unanswerable if q.id not in held_out], u_limit) if asks_unanswerable else []
+    if chosen_u:
         refused = by_threshold = 0
         for i, query in enumerate(chosen_u):
             answer = qa.ask(query.text, mode="kb", knowledge_bases=[knowledge_base], generation=generation,
