@@ -518,29 +518,29 @@ class PostgresStore:
             "s AS (SELECT n_chunks::float8 AS n, total_length::float8 / greatest(n_chunks, 1) AS avgdl "
             "FROM kbqa_stores WHERE id = %(store)s)"
         )
+        rare, dfs = self._rare_terms(list(terms)) if k is not None and ids is None and docs is None else (None, None)
+        if dfs is not None:
+            # the terms' document frequencies were just read to choose the rare terms: the weights use
+            # them rather than reading kbqa_terms again
+            known = sorted(dfs)
+            params.update(terms=known, counts=[terms[t] for t in known], dfs=[dfs[t] for t in known])
+            source = "unnest(%(terms)s::text[], %(counts)s::int[], %(dfs)s::int[]) AS t(term, repeat, df)"
+        else:
+            source = (
+                "(SELECT t.term, t.repeat, w.df FROM unnest(%(terms)s::text[], %(counts)s::int[]) AS t(term, repeat) "
+                " JOIN kbqa_terms w ON w.store_id = %(store)s AND w.term = t.term AND w.df > 0) AS t"
+            )
         prefix = (
             f"WITH {stats}, "
-            "q AS (SELECT t.term, t.repeat * ln(1 + (s.n - w.df + 0.5) / (w.df + 0.5)) AS weight "
-            "      FROM unnest(%(terms)s::text[], %(counts)s::int[]) AS t(term, repeat) "
-            "      JOIN kbqa_terms w ON w.store_id = %(store)s AND w.term = t.term AND w.df > 0, s)"
+            f"q AS (SELECT t.term, t.repeat * ln(1 + (s.n - t.df + 0.5) / (t.df + 0.5)) AS weight FROM {source}, s)"
         )
         score = (
             "sum(q.weight * p.tf * (%(k1)s + 1) / "
             "    (p.tf + %(k1)s * (1 - %(b)s + %(b)s * p.length / greatest(s.avgdl, 1e-9))))"
         )
-        rare, dfs = self._rare_terms(list(terms)) if k is not None and ids is None and docs is None else (None, {})
         if k is not None and rare is not None:
-            # the rarest terms' whole lists up to the budget; their best chunks scored over every term.
-            # The terms' document frequencies were just read for that choice: the weights use them
-            # rather than reading kbqa_terms again.
-            known = sorted(dfs)
-            params.update(k=int(k), rare=rare, shortlist=max(self.keyword_budget // 5, 4 * int(k)),
-                          terms=known, counts=[terms[t] for t in known], dfs=[dfs[t] for t in known])  # fmt: skip
-            prefix = (
-                f"WITH {stats}, "
-                "q AS (SELECT t.term, t.repeat * ln(1 + (s.n - t.df + 0.5) / (t.df + 0.5)) AS weight "
-                "      FROM unnest(%(terms)s::text[], %(counts)s::int[], %(dfs)s::int[]) AS t(term, repeat, df), s)"
-            )
+            # the rarest terms' whole lists up to the budget; their best chunks scored over every term
+            params.update(k=int(k), rare=rare, shortlist=max(self.keyword_budget // 5, 4 * int(k)))
             sql = (
                 f"{prefix}, "
                 f"c AS (SELECT p.chunk_id, {score} AS partial FROM q "
@@ -574,13 +574,13 @@ class PostgresStore:
             rows = conn.execute(sql, params).fetchall()
         return [(int(i), float(score)) for i, score in rows if score > 0]
 
-    def _rare_terms(self, terms: list[str]) -> tuple[list[str] | None, dict[str, int]]:
+    def _rare_terms(self, terms: list[str]) -> tuple[list[str] | None, dict[str, int] | None]:
         """The terms whose lists a search within the budget reads whole: rarest first, while fewer
         than ``keyword_budget`` postings are read before each; None when that is every term (then
         every posting is read: the same result, without scoring the best chunks twice). With them,
-        the document frequency of every term the store holds."""
+        the document frequency of every term the store holds (None: no budget, nothing read)."""
         if self.keyword_budget <= 0:
-            return None, {}
+            return None, None
         with self._conn() as conn:
             rows = conn.execute(
                 "SELECT term, df FROM kbqa_terms WHERE store_id = %s AND term = ANY(%s) AND df > 0",
